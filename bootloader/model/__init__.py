@@ -1,0 +1,1 @@
+"""A behavioural model of MCUboot: swap-type table, strategies, resumable swaps."""

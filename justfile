@@ -1,0 +1,44 @@
+# fota-bridge: AWS IoT Jobs -> MCUboot over SMP.  `just` lists the recipes.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv"
+py := venv / "bin" / "python"
+python := env_var_or_default("PYTHON", "python3")
+
+default:
+    @just --list
+
+# Create or refresh the virtual environment (re-installs when pyproject.toml changes).
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x "{{py}}" ]; then {{python}} -m venv "{{venv}}"; fi
+    stamp="{{venv}}/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+    if [ ! -f "$stamp" ]; then
+        "{{py}}" -m pip install -q --upgrade pip
+        "{{py}}" -m pip install -q -e '.[test]'
+        rm -f "{{venv}}"/.installed-*; touch "$stamp"
+    fi
+
+# Run the whole test suite.
+test *ARGS: setup
+    "{{py}}" -m pytest -q {{ARGS}}
+
+# ruff and mypy (strict for host code).
+lint: setup
+    "{{venv}}/bin/ruff" check .
+    "{{venv}}/bin/ruff" format --check host_bridge bootloader tests bench
+    "{{venv}}/bin/mypy"
+
+# Regenerate the Zephyr devicetree overlays from the board layouts.
+overlays: setup
+    "{{py}}" -m bootloader.overlay --write
+
+# Benchmarks (results in bench/results.md).
+bench: setup
+    "{{py}}" bench/run.py
+
+# Power-cut campaigns on the MCUboot model (prints a table).
+powercut: setup
+    "{{py}}" -m bootloader.powercut
