@@ -13,7 +13,7 @@ import hmac
 import os
 import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
@@ -207,6 +207,11 @@ class Tlv:
     def name(self) -> str:
         return tlv_type_name(self.type)
 
+    def describe(self) -> dict[str, object]:
+        size, protected = len(self.value), self.protected
+        row = {"type": self.type, "name": self.name, "len": size, "protected": protected}
+        return row | {"value": self.value.hex()}
+
 
 @dataclass(frozen=True)
 class McubootImage:
@@ -348,23 +353,21 @@ _PUBLIC_TYPES: Final = (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed2
 
 def load_public_key(data: bytes, password: bytes | None = None) -> PublicKey:
     """Public key from PEM or DER, private or public (imgtool keygen writes private PEMs)."""
-    pem = b"-----BEGIN" in data
-    loaders: tuple[Callable[[], object], ...] = (
-        lambda: (serialization.load_pem_private_key if pem else serialization.load_der_private_key)(
-            data, password
-        ),
-        lambda: (serialization.load_pem_public_key if pem else serialization.load_der_public_key)(
-            data
-        ),
+    ser = serialization
+    private, public = (
+        (ser.load_pem_private_key, ser.load_pem_public_key)
+        if b"-----BEGIN" in data
+        else (ser.load_der_private_key, ser.load_der_public_key)
     )
-    for loader in loaders:
+    key: object
+    try:
+        key = private(data, password)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         try:
-            key = loader()
-            break
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            continue
-    else:
-        raise ImageError("bad-key", "not a PEM or DER key that cryptography can read")
+            key = public(data)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            msg = "not a PEM or DER key that cryptography can read (or it needs a password)"
+            raise ImageError("bad-key", msg) from exc
     if isinstance(key, _PRIVATE_TYPES):
         key = key.public_key()
     if isinstance(key, _PUBLIC_TYPES):
@@ -526,30 +529,19 @@ def verify_image(
 
 
 def describe(image: McubootImage) -> dict[str, object]:
-    """A JSON-ready summary for ``--json`` output and logs."""
+    """A flat, JSON-ready summary for ``--json`` output and logs."""
     h, hash_tlv = image.header, image.hash_tlv()
     return {
-        "header": {
-            "magic": f"0x{h.magic:08x}",
-            "load_addr": f"0x{h.load_addr:08x}",
-            "hdr_size": h.hdr_size,
-            "protect_tlv_size": h.protect_tlv_size,
-            "img_size": h.img_size,
-            "flags": f"0x{h.flags:08x}",
-            "flag_names": list(h.flag_names),
-        },
+        "magic": f"0x{h.magic:08x}",
+        "load_addr": f"0x{h.load_addr:08x}",
+        "hdr_size": h.hdr_size,
+        "protect_tlv_size": h.protect_tlv_size,
+        "img_size": h.img_size,
+        "flags": f"0x{h.flags:08x}",
+        "flag_names": list(h.flag_names),
         "version": str(h.version),
         "version_semver": h.version.semver,
-        "tlvs": [
-            {
-                "type": t.type,
-                "name": t.name,
-                "len": len(t.value),
-                "protected": t.protected,
-                "value": t.value.hex(),
-            }
-            for t in image.tlvs
-        ],
+        "tlvs": [t.describe() for t in image.tlvs],
         "hash_alg": HASH_TLVS[hash_tlv.type] if hash_tlv else None,
         "hash": hash_tlv.value.hex() if hash_tlv else None,
         "security_counter": image.security_counter,

@@ -1,0 +1,247 @@
+"""``fota-vmcu``: a virtual MCU on a pseudo-terminal.
+
+It boots through the MCUboot model, then runs the MCU receiver (the same ``mcu/`` code a
+board runs) as its application, on a pty whose slave is symlinked at ``--link``.  An SMP
+reset reboots it; flash persists in ``--flash``; ``--baud`` paces both directions like
+a UART (bytes/s = baud/10).  What the "firmware" does after a boot comes from its image:
+a payload starting with ``#vmcu:{"on_boot": "confirm"|"stay-unconfirmed"|"crash"}\\n``;
+anything else behaves as ``confirm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import select
+import signal
+import sys
+import termios
+import time
+import tty
+from pathlib import Path
+from typing import Any
+
+from bootloader.flash import Flash, FlashError
+from bootloader.layout import Layout, LayoutError, load_board
+from bootloader.model.boot import BootedImage, boot
+from mcu import bootutil
+from mcu.receiver import Receiver, make_server
+
+BEHAVIOURS = ("confirm", "stay-unconfirmed", "crash")
+CRASH_DELAY_S = 0.3  # a watchdog bites this long after a crashing image boots
+
+
+class Reboot(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside the run loop to reset the virtual MCU."""
+
+
+class PacedPort:
+    """The device side of the pty, paced like a UART at ``baud`` (None: unthrottled)."""
+
+    def __init__(self, fd: int, baud: int | None) -> None:
+        self.fd = fd
+        self.rate = baud / 10 if baud else None
+        self._rx_t = time.monotonic()
+        self._tx_t = time.monotonic()
+
+    def _pace(self, n: int, t: float) -> float:
+        assert self.rate is not None
+        now = time.monotonic()
+        start = max(t, now)
+        end = start + n / self.rate
+        if end - now > 0.002:
+            time.sleep(end - now)
+        return end
+
+    def read(self, n: int, timeout: float = 0.05) -> bytes:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return b""
+        if self.rate is not None:
+            n = max(1, min(n, int(self.rate * 0.02)))  # ~20 ms worth at a time
+        try:
+            data = os.read(self.fd, n)
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.EAGAIN):
+                return b""
+            raise
+        if self.rate is not None and data:
+            self._rx_t = self._pace(len(data), self._rx_t)
+        return data
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            _, ready, _ = select.select([], [self.fd], [], 1.0)
+            if not ready:
+                continue
+            n = os.write(self.fd, view)
+            if self.rate is not None:
+                self._tx_t = self._pace(n, self._tx_t)
+            view = view[n:]
+
+    def drain_input(self) -> None:
+        termios.tcflush(self.fd, termios.TCIFLUSH)
+
+
+def behaviour(flash: Flash, layout: Layout, booted: BootedImage) -> str:
+    """The virtual firmware's on-boot behaviour, read from its payload."""
+    start = layout.slot0.offset + booted.payload_offset
+    head = flash.read(start, min(256, booted.payload_size))
+    if not head.startswith(b"#vmcu:"):
+        return "confirm"
+    line = head[6:].split(b"\n", 1)[0]
+    try:
+        doc = json.loads(line)
+        value = str(doc.get("on_boot", "confirm"))
+    except (ValueError, AttributeError):
+        return "confirm"
+    return value if value in BEHAVIOURS else "confirm"
+
+
+class VirtualMcu:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.layout = load_board(args.board)
+        self.flash = Flash.for_layout(self.layout, args.flash)
+        self.keys: list[Any] = []
+        if args.key:
+            from bootloader.image import load_public_key
+
+            self.keys = [load_public_key(Path(k).read_bytes()) for k in args.key]
+        self.stop = False
+        self.boots = 0
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        self.master, self.slave = master, slave  # keeping the slave open avoids EIO
+        self.link = Path(args.link)
+        slave_name = os.ttyname(slave)
+        if self.link.is_symlink() or self.link.exists():
+            self.link.unlink()
+        self.link.symlink_to(slave_name)
+        self.port = PacedPort(master, args.baud)
+
+    def log(self, msg: str) -> None:
+        print(f"vmcu: {msg}", file=sys.stderr, flush=True)
+
+    def reset(self) -> None:
+        raise Reboot()
+
+    def run(self) -> int:
+        self.log(f"board {self.layout.name}, flash {self.args.flash}, port {self.link}")
+        try:
+            while not self.stop:
+                try:
+                    self.boot_and_serve()
+                except Reboot:
+                    self.log("reset")
+                    time.sleep(0.05)
+                    self.port.drain_input()
+        finally:
+            self.close()
+        return 0
+
+    def boot_and_serve(self) -> None:
+        self.boots += 1
+        result = boot(self.flash, self.layout, self.keys)
+        for line in result.log:
+            self.log(f"mcuboot: {line}")
+        if result.booted is None:
+            self.log(f"boot {self.boots}: PANIC: {result.panic}; halted")
+            while not self.stop:
+                time.sleep(0.1)
+            return
+        b = result.booted
+        self.log(
+            f"boot {self.boots}: swap type {result.swap_type}, running version {b.version} "
+            f"({'confirmed' if b.confirmed else 'unconfirmed'}) hash {b.hash[:16]}"
+        )
+        primary = self.flash.area(self.layout.slot0)
+        secondary = self.flash.area(self.layout.slot1)
+        what = behaviour(self.flash, self.layout, b)
+        crash_at = None
+        if what == "confirm" and not b.confirmed:
+            bootutil.confirm(primary, self.layout.max_align)
+            self.log("firmware confirmed itself")
+        elif what == "crash" and not b.confirmed:
+            crash_at = time.monotonic() + CRASH_DELAY_S
+        elif what == "stay-unconfirmed" and not b.confirmed:
+            self.log("firmware did not confirm itself")
+        server = make_server(
+            primary,
+            secondary,
+            self.reset,
+            self.layout.max_align,
+            self.layout.trailer_size(),
+            self.layout.mode,
+            self.args.buf_size,
+            self.args.buf_count,
+        )
+        receiver = Receiver(
+            self.port, server, self.args.framing, lambda: int(time.monotonic() * 1000)
+        )
+        while not self.stop:
+            if crash_at is not None and time.monotonic() >= crash_at:
+                self.log("firmware crashed before confirming (watchdog reset)")
+                raise Reboot()
+            receiver.poll()
+
+    def close(self) -> None:
+        try:
+            if self.link.is_symlink():
+                self.link.unlink()
+        except OSError:
+            pass
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.flash.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fota-vmcu",
+        description="A virtual MCU: MCUboot model + the mcu/ SMP receiver on a pseudo-terminal.",
+        epilog="Example: fota-vmcu --board nrf52840 --flash dev.bin --link /tmp/ttyVMCU0 & "
+        "smpmgr --port /tmp/ttyVMCU0 image state-read",
+    )
+    p.add_argument("--board", required=True, help="board name or layout .toml")
+    p.add_argument("--flash", required=True, help="flash file (created erased if missing)")
+    p.add_argument("--link", required=True, help="symlink to create for the pty slave")
+    p.add_argument("--baud", type=int, default=None, help="pace the line like a UART")
+    p.add_argument("--framing", choices=("console", "raw"), default="console")
+    p.add_argument("--buf-size", type=int, default=2048, help="SMP buffer size (mcumgr params)")
+    p.add_argument("--buf-count", type=int, default=4, help="SMP buffers (the receive window)")
+    p.add_argument("--key", action="append", help="trusted key: MCUboot requires signatures")
+    p.add_argument("--load", metavar="IMAGE", help="program IMAGE into the primary slot first")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        vm = VirtualMcu(args)
+        if args.load:
+            data = Path(args.load).read_bytes()
+            area = vm.flash.area(vm.layout.slot0)
+            area.erase(0, area.size)
+            pad = bytes([vm.layout.erased_val]) * (-len(data) % vm.layout.write_size)
+            area.write(0, data + pad)
+    except (LayoutError, FlashError, OSError, ValueError) as exc:
+        print(f"fota-vmcu: error: {exc}", file=sys.stderr)
+        return 2
+
+    def on_term(signum: int, frame: object) -> None:
+        vm.stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    return vm.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

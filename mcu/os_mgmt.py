@@ -1,0 +1,59 @@
+# SMP OS management group (0): echo, reset, mcumgr params, bootloader info.
+# Behaviour follows Zephyr's os_mgmt.c.  Runs on the MCU.
+
+from mcu import smp_frame as sf
+from mcu.smp_server import GroupError, SmpError, field
+
+try:
+    from typing import Any, Callable, Dict
+except ImportError:
+    pass
+
+GROUP = 0
+ERR_QUERY_YIELDS_NO_ANSWER = 3  # OS_MGMT_ERR_QUERY_YIELDS_NO_ANSWER
+
+# enum mcuboot_mode (bootutil/boot_status.h)
+MCUBOOT_MODES = {"overwrite-only": 2, "swap-move": 3, "swap-scratch": 1, "swap-offset": 9}
+
+
+class OsGroup:
+    """OS group handlers; ``reset`` is called after the reset reply has been sent."""
+
+    def __init__(self, reset: "Callable[[], None]", mode: str = "swap-move") -> None:
+        self.reset = reset
+        self.mode = MCUBOOT_MODES.get(mode, 3)
+
+    def register(self, server: "Any") -> None:
+        server.register(GROUP, sf.OS_ECHO, self.h_echo)
+        server.register(GROUP, sf.OS_RESET, self.h_reset)
+        server.register(GROUP, sf.OS_MCUMGR_PARAMS, self.h_params)
+        server.register(GROUP, sf.OS_BOOTLOADER_INFO, self.h_bootloader_info)
+
+    def h_echo(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
+        d = field(req, "d", str)
+        if d is None:
+            raise SmpError(sf.RC_EINVAL)
+        return {"r": d}
+
+    def h_reset(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
+        if op != sf.OP_WRITE:
+            raise SmpError(sf.RC_ENOTSUP)
+        field(req, "force", int, 0)
+        server.after_reply = self.reset
+        return {}
+
+    def h_params(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
+        if op != sf.OP_READ:
+            raise SmpError(sf.RC_ENOTSUP)
+        return {"buf_size": server.buf_size, "buf_count": server.buf_count}
+
+    def h_bootloader_info(self, server: "Any", op: int, version: int,
+                          req: "Dict[str, Any]") -> "Any":
+        if op != sf.OP_READ:
+            raise SmpError(sf.RC_ENOTSUP)
+        query = field(req, "query", str)
+        if query is None:
+            return {"bootloader": "MCUboot"}
+        if query == "mode":
+            return {"mode": self.mode, "no-downgrade": False}
+        raise GroupError(GROUP, ERR_QUERY_YIELDS_NO_ANSWER)

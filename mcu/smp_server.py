@@ -1,0 +1,114 @@
+# SMP server core: decodes a request packet, dispatches it to a group handler and encodes
+# the response, with Zephyr's header, version and error rules.  Runs on the MCU.
+#
+# A handler is a callable (server, op, version, request_map) -> (reply_map or None).
+# It returns a map for success, or raises SmpError for SMP-level errors (rc) and
+# GroupError for group errors ({"err": {"group", "rc"}} under SMPv2, rc under SMPv1).
+
+from mcu import cbor
+from mcu import smp_frame as sf
+
+try:
+    from typing import Any, Callable, Dict, Optional, Tuple
+except ImportError:
+    pass
+
+
+class SmpError(Exception):
+    """An SMP-level error: the reply is {"rc": rc} in both protocol versions."""
+
+    def __init__(self, rc: int) -> None:
+        Exception.__init__(self, rc)
+        self.rc = rc
+
+
+class GroupError(Exception):
+    """A group error: {"err": {"group": g, "rc": rc}} in SMPv2, a legacy rc in SMPv1."""
+
+    def __init__(self, group: int, rc: int) -> None:
+        Exception.__init__(self, group, rc)
+        self.group = group
+        self.rc = rc
+
+
+class SmpServer:
+    """Dispatch table of (group, command) -> handler; ``handle`` is bytes in, bytes out."""
+
+    def __init__(self, buf_size: int = 2048, buf_count: int = 4) -> None:
+        self.buf_size = buf_size
+        self.buf_count = buf_count
+        self._handlers = {}  # type: Dict[int, Any]
+        self._translate = {}  # type: Dict[int, Any]
+        self.after_reply = None  # type: Optional[Callable[[], None]]
+
+    def register(self, group: int, command: int, handler: "Any") -> None:
+        self._handlers[(group << 8) | command] = handler
+
+    def set_translator(self, group: int, fn: "Any") -> None:
+        """Map a group's error codes to legacy SMPv1 rc values (as Zephyr groups do)."""
+        self._translate[group] = fn
+
+    def handle(self, packet: bytes) -> "Optional[bytes]":
+        """One request packet in; the response packet out (None: stay silent)."""
+        if len(packet) < sf.HEADER_SIZE:
+            return None
+        op, version, _flags, length, group, seq, command = sf.unpack_header(packet)
+        if op not in (sf.OP_READ, sf.OP_WRITE):
+            return None  # responses and unknown ops are not answered
+        if sf.HEADER_SIZE + length != len(packet):
+            return None  # a framing layer never passes this on; be safe anyway
+        if version > sf.VERSION_2:
+            return self._reply(op, sf.VERSION_2, group, seq, command,
+                               {"rc": sf.RC_UNSUPPORTED_TOO_NEW})
+        handler = self._handlers.get((group << 8) | command)
+        if handler is None:
+            return self._reply(op, version, group, seq, command, {"rc": sf.RC_ENOTSUP})
+        try:
+            if length:
+                req = cbor.decode(packet, sf.HEADER_SIZE, sf.HEADER_SIZE + length,
+                                  bytes_view=True)
+            else:
+                req = {}
+        except cbor.CborError:
+            return self._reply(op, version, group, seq, command, {"rc": sf.RC_EINVAL})
+        if not isinstance(req, dict):
+            return self._reply(op, version, group, seq, command, {"rc": sf.RC_EINVAL})
+        try:
+            rsp = handler(self, op, version, req)
+        except SmpError as e:
+            rsp = {"rc": e.rc}
+        except GroupError as e:
+            if version == sf.VERSION_2:
+                rsp = {"err": {"group": e.group, "rc": e.rc}}
+            else:
+                fn = self._translate.get(e.group)
+                rsp = {"rc": fn(e.rc) if fn else sf.RC_EUNKNOWN}
+        if rsp is None:
+            return None
+        return self._reply(op, version, group, seq, command, rsp)
+
+    def _reply(self, op: int, version: int, group: int, seq: int, command: int,
+               body: "Dict[str, Any]") -> bytes:
+        payload = cbor.encode(body)
+        hdr = sf.pack_header(op + 1, version, 0, len(payload), group, seq, command)
+        return hdr + payload
+
+
+def field(req: "Dict[str, Any]", key: str, kind: "Any", default: "Any" = None) -> "Any":
+    """A typed field of a request map; a wrong type is EINVAL, as zcbor decoding fails."""
+    if key not in req:
+        return default
+    value = req[key]
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SmpError(sf.RC_EINVAL)
+    elif kind is bytes:
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise SmpError(sf.RC_EINVAL)
+    elif kind is bool:
+        if not isinstance(value, bool):
+            raise SmpError(sf.RC_EINVAL)
+    elif kind is str:
+        if not isinstance(value, str):
+            raise SmpError(sf.RC_EINVAL)
+    return value
