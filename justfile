@@ -42,3 +42,7 @@ bench: setup
 # Power-cut campaigns on the MCUboot model (prints a table).
 powercut: setup
     "{{py}}" -m bootloader.powercut
+
+# Check that the committed Zephyr overlays match the board layouts.
+overlays-check: setup
+    "{{py}}" -m bootloader.overlay --check
