@@ -1,0 +1,1 @@
+"""Images for the device: recognise, verify, sign."""

@@ -1,0 +1,1 @@
+"""SMP (mcumgr) client over a serial line: framing, requests, the windowed upload."""

@@ -1,0 +1,429 @@
+"""SMP header, and SMP packets over a serial line: Zephyr's console framing and raw framing.
+
+Written by hand because it runs on the microcontroller, where the `smp` package is not
+available; the same file is imported by host code and tests, which check it against `smp`.
+
+Console framing (Zephyr's serial_util.c, the "SMP over console" transport), one packet:
+    line 1:    0x06 0x09  base64(u16 BE length, packet bytes...)  0x0a
+    line 2..:  0x04 0x14  base64(packet bytes..., CRC-16/XMODEM BE)  0x0a
+where length = len(packet) + 2 and the CRC covers the packet only. Each line is base64-decoded
+on its own, so every line carries whole base64 quads. Lines starting otherwise are console text.
+
+Raw framing (Zephyr's raw UART transport): packets back to back, each delimited by its header's
+length field (8 + length bytes); a partial packet is dropped after an idle gap.
+
+Decoders take bytes as they arrive from the port, never raise, and return complete packets.
+"""
+
+import struct
+from binascii import a2b_base64, b2a_base64
+
+from mcu.crc16 import crc16_xmodem
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+# ---------------------------------------------------------------------------------------------
+# SMP header: byte 0 = Res[7:5] Ver[4:3] OP[2:0], flags, length u16, group u16, seq u8, id u8
+
+HEADER_SIZE = const(8)
+_HEADER_FMT = ">BBHHBB"
+assert struct.calcsize(_HEADER_FMT) == HEADER_SIZE
+
+OP_READ = const(0)
+OP_READ_RSP = const(1)
+OP_WRITE = const(2)
+OP_WRITE_RSP = const(3)
+
+VERSION_1 = const(0)
+VERSION_2 = const(1)
+
+GROUP_OS = const(0)
+GROUP_IMAGE = const(1)
+GROUP_STAT = const(2)
+GROUP_SETTINGS = const(3)
+GROUP_LOG = const(4)
+GROUP_CRASH = const(5)
+GROUP_SPLIT = const(6)
+GROUP_RUN = const(7)
+GROUP_FS = const(8)
+GROUP_SHELL = const(9)
+GROUP_ENUM = const(10)
+GROUP_ZEPHYR_BASIC = const(63)
+GROUP_PERUSER = const(64)
+
+# OS group command ids
+OS_ECHO = const(0)
+OS_CONS_ECHO_CTRL = const(1)
+OS_TASKSTAT = const(2)
+OS_MPSTAT = const(3)
+OS_DATETIME = const(4)
+OS_RESET = const(5)
+OS_MCUMGR_PARAMS = const(6)
+OS_INFO = const(7)
+OS_BOOTLOADER_INFO = const(8)
+
+# Image group command ids
+IMG_STATE = const(0)
+IMG_UPLOAD = const(1)
+IMG_FILE = const(2)
+IMG_CORELIST = const(3)
+IMG_CORELOAD = const(4)
+IMG_ERASE = const(5)
+IMG_SLOT_INFO = const(6)
+
+# SMP-level `rc` values (MGMT_ERR_*)
+RC_EOK = const(0)
+RC_EUNKNOWN = const(1)
+RC_ENOMEM = const(2)
+RC_EINVAL = const(3)
+RC_ETIMEOUT = const(4)
+RC_ENOENT = const(5)
+RC_EBADSTATE = const(6)
+RC_EMSGSIZE = const(7)
+RC_ENOTSUP = const(8)
+RC_ECORRUPT = const(9)
+RC_EBUSY = const(10)
+RC_EACCESSDENIED = const(11)
+RC_UNSUPPORTED_TOO_OLD = const(12)
+RC_UNSUPPORTED_TOO_NEW = const(13)
+RC_EPERUSER = const(256)
+
+
+def pack_header(op, version, flags, length, group, seq, command) -> bytes:
+    """The 8 header bytes, fields in wire order."""
+    out = bytearray(HEADER_SIZE)
+    pack_header_into(out, 0, op, version, flags, length, group, seq, command)
+    return bytes(out)
+
+
+def pack_header_into(buf, offset, op, version, flags, length, group, seq, command) -> None:
+    """Write the header into buf[offset:offset + 8], e.g. in front of an encoded reply."""
+    # Checked here: MicroPython's struct would silently truncate out-of-range fields.
+    if not (0 <= op <= 7 and 0 <= version <= 3 and 0 <= flags <= 0xFF
+            and 0 <= length <= 0xFFFF and 0 <= group <= 0xFFFF
+            and 0 <= seq <= 0xFF and 0 <= command <= 0xFF):
+        raise ValueError("SMP header field out of range")
+    struct.pack_into(_HEADER_FMT, buf, offset, (version << 3) | op, flags, length, group,
+                     seq, command)
+
+
+def unpack_header(buf, offset=0):
+    """(op, version, flags, length, group, seq, command) from buf[offset:offset + 8].
+
+    The reserved bits are ignored. Raises ValueError if fewer than 8 bytes are there.
+    """
+    if len(buf) - offset < HEADER_SIZE or offset < 0:
+        raise ValueError("SMP header needs %d bytes" % HEADER_SIZE)
+    b0, flags, length, group, seq, command = struct.unpack_from(_HEADER_FMT, buf, offset)
+    return b0 & 7, (b0 >> 3) & 3, flags, length, group, seq, command
+
+
+# ---------------------------------------------------------------------------------------------
+# Console framing
+
+_PKT_START = b"\x06\x09"
+_PKT_CONT = b"\x04\x14"
+_NL = const(0x0A)
+_CR = const(0x0D)
+
+LINE_LIMIT = const(127)  # MCUMGR_SERIAL_MAX_FRAME: marker + base64 + newline
+DEFAULT_MAX_PACKET = const(4096)  # SMP header + CBOR; a server passes its buf_size
+
+
+def encode_console(packet, line_limit=LINE_LIMIT) -> bytes:
+    """All the lines for one packet, split exactly as Zephyr's mcumgr_serial_tx_pkt splits.
+
+    Each line holds a whole number of 3-byte groups (4 base64 characters) and is at most
+    `line_limit` bytes long, marker and newline included: 124 base64 characters (93 bytes)
+    on the first line, whose first group is the length and the packet's first byte. Zephyr
+    takes that group out of its per-line budget once and never puts it back, so continuation
+    lines carry at most 90 bytes (120 characters). The 2 CRC bytes are never split from the
+    packet's last bytes: a final line that could not hold them leaves one group for a line
+    of its own.
+    """
+    n = len(packet)
+    budget = ((line_limit - 3) >> 2) * 3
+    if n == 0 or budget < 9:
+        # Below 3 groups a line (line_limit 15) the CRC rule would never let a line end.
+        raise ValueError("empty packet or line limit too small")
+    crc = crc16_xmodem(packet)
+    out = bytearray()
+    src = 0
+    first = True
+    while src < n:
+        raw = bytearray()
+        if first:
+            out.extend(_PKT_START)
+            raw.extend(struct.pack(">H", n + 2))
+            raw.append(packet[0])
+            src = 1
+            budget -= 3
+        else:
+            out.extend(_PKT_CONT)
+        left = n - src
+        take = budget if left > budget else left
+        spare = budget - left
+        last = spare >= 2
+        if spare == 0 or spare == 1:
+            take -= 1
+        take -= take % 3
+        raw.extend(packet[src:src + take])
+        src += take
+        if last:
+            raw.extend(packet[src:n])
+            src = n
+            raw.append(crc >> 8)
+            raw.append(crc & 0xFF)
+        out.extend(b2a_base64(raw))  # ends with the newline
+        first = False
+    return bytes(out)
+
+
+class ConsoleDecoder:
+    """Reassembles console-framed packets from arbitrary chunks of serial input.
+
+    It follows Zephyr's mcumgr_serial_process_frag and uart_mcumgr driver: a line starting
+    0x06 0x09 starts a new packet (dropping any partial one); a 0x04 0x14 line continues it,
+    and is ignored while no packet is in progress; any other line is console text and is
+    ignored; a line longer than `max_line` bytes (newline included) is ignored whole; a line
+    whose base64 does not decode, a packet that decodes past its announced length, a length
+    over `max_packet` + 2 and a bad CRC drop the packet.
+
+    Stricter than Zephyr in one way: each line's base64 must be canonical (padding only at
+    its end, zero pad bits, nothing but a trailing CR besides), which is what every
+    transmitter sends; checked by re-encoding, the cheapest check on a microcontroller.
+
+    Buffers are allocated once: a line buffer of `max_line` bytes and a packet buffer of
+    `max_packet` + 2 bytes. Each complete packet is returned as a new bytes object.
+    """
+
+    def __init__(self, max_packet=DEFAULT_MAX_PACKET, max_line=LINE_LIMIT):
+        self._buf = bytearray(max_packet + 2)  # packet + CRC, without the length field
+        self._bmv = memoryview(self._buf)
+        self._cap = max_packet + 2
+        self._have = 0  # bytes in _buf; 0 = no packet in progress
+        self._want = 0  # announced length (packet + CRC)
+        self._max_line = max_line
+        self._line = bytearray(max_line)
+        self._lmv = memoryview(self._line)
+        self._ll = 0  # bytes of a partial line held in _line
+        self._skip = False  # the current line is too long: discard up to its newline
+
+    def reset(self) -> None:
+        """Forget any partial line and packet."""
+        self._have = 0
+        self._ll = 0
+        self._skip = False
+
+    def feed(self, data, n=-1) -> list:
+        """Take the first `n` bytes of `data` (all if n < 0); return the packets completed.
+
+        `data` is bytes or a bytearray, so a server can reuse one readinto() buffer; a
+        memoryview is copied first. Packets are bytes: SMP header + payload, CRC removed.
+        """
+        if type(data) is memoryview:
+            data = bytes(data)
+        size = len(data)
+        if n < 0 or n > size:
+            n = size
+        packets = []
+        mv = None
+        pos = 0
+        while pos < n:
+            nl = data.find(b"\n", pos, n)
+            if nl < 0:
+                # A partial line: keep it unless it is already too long.
+                if not self._skip:
+                    ll = self._ll
+                    k = n - pos
+                    if ll + k >= self._max_line:
+                        self._skip = True
+                        self._ll = 0
+                    else:
+                        if mv is None:
+                            mv = memoryview(data)
+                        self._line[ll:ll + k] = mv[pos:n]
+                        self._ll = ll + k
+                break
+            if self._skip:
+                self._skip = False
+            else:
+                ll = self._ll
+                k = nl - pos
+                packet = None
+                if ll + k + 1 <= self._max_line:
+                    if mv is None:
+                        mv = memoryview(data)
+                    if ll == 0:
+                        packet = self._frame(mv, pos, nl)
+                    else:
+                        self._line[ll:ll + k] = mv[pos:nl]
+                        packet = self._frame(self._lmv, 0, ll + k)
+                self._ll = 0
+                if packet is not None:
+                    packets.append(packet)
+            pos = nl + 1
+        return packets
+
+    def _frame(self, mv, start, stop):
+        # One line, newline excluded, in mv[start:stop]; returns a completed packet or None.
+        if stop - start < 2:
+            return None
+        m0 = mv[start]
+        m1 = mv[start + 1]
+        if m0 == 6 and m1 == 9:
+            first = True
+            self._have = 0
+        elif m0 == 4 and m1 == 20:
+            if self._have == 0:
+                return None
+            first = False
+        else:
+            return None
+        if stop > start + 2 and mv[stop - 1] == _CR:
+            stop -= 1
+        try:
+            raw = a2b_base64(mv[start + 2:stop])
+        except ValueError:
+            self._have = 0
+            return None
+        k = len(raw)
+        # The decoders skip characters outside the alphabet and stop at padding; a line
+        # with any of those is longer than the canonical encoding of what came out.
+        if stop - start - 2 != ((k + 2) // 3) << 2:
+            self._have = 0
+            return None
+        have = self._have
+        if first:
+            if k < 2:
+                return None
+            want = (raw[0] << 8) | raw[1]
+            if want < 2 or want > self._cap or k - 2 > want:
+                return None
+            self._want = want
+            k -= 2
+            self._buf[0:k] = memoryview(raw)[2:]
+        else:
+            want = self._want
+            if have + k > want:
+                self._have = 0
+                return None
+            self._buf[have:have + k] = raw
+        have += k
+        if have < want:
+            self._have = have
+            return None
+        self._have = 0
+        if crc16_xmodem(self._bmv[0:want]) != 0:
+            return None
+        return bytes(self._bmv[0:want - 2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw framing
+
+_TICKS_PERIOD = const(1 << 29)
+_TICKS_MASK = const((1 << 29) - 1)
+_TICKS_HALF = const(1 << 28)
+
+
+def _ticks_diff(a, b):
+    # Wrap-safe difference of millisecond ticks (CircuitPython's ticks wrap at 2**29).
+    return ((a - b + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF
+
+
+def encode_raw(packet):
+    """Raw framing adds nothing: the packet itself is returned."""
+    return packet
+
+
+class RawDecoder:
+    """Splits raw SMP packets back to back on a serial line, by their header's length field.
+
+    A packet longer than `max_packet` bytes (header included) is skipped, its bytes counted
+    off; a header with an unknown op (4..7) means the stream is out of step, so input is
+    discarded until the line has been idle for `timeout_ms`. A partial packet is dropped
+    when no byte arrived for `timeout_ms`, measured with `clock()`, which returns
+    milliseconds (wrap-safe at 2**29, as CircuitPython's supervisor.ticks_ms()).
+    """
+
+    def __init__(self, max_packet=DEFAULT_MAX_PACKET, timeout_ms=3000, clock=None):
+        if clock is None:
+            raise ValueError("RawDecoder needs a clock returning milliseconds")
+        self._buf = bytearray(max_packet)
+        self._bmv = memoryview(self._buf)
+        self._max = max_packet
+        self._timeout = timeout_ms
+        self._clock = clock
+        self._have = 0  # bytes in _buf
+        self._want = 0  # total packet length, once the header is in
+        self._skip = 0  # bytes still to discard of an oversized packet
+        self._lost = False  # out of step: discard until an idle gap
+        self._last = 0  # clock() when the last byte arrived
+
+    def reset(self) -> None:
+        """Forget any partial packet."""
+        self._have = 0
+        self._want = 0
+        self._skip = 0
+        self._lost = False
+
+    def feed(self, data, n=-1) -> list:
+        """Take the first `n` bytes of `data` (all if n < 0); return the packets completed."""
+        size = len(data)
+        if n < 0 or n > size:
+            n = size
+        now = self._clock()
+        if (self._have or self._skip or self._lost) and \
+                _ticks_diff(now, self._last) >= self._timeout:
+            self.reset()
+        if n == 0:
+            return []
+        self._last = now
+        if self._lost:
+            return []
+        packets = []
+        mv = memoryview(data)
+        pos = 0
+        while pos < n:
+            if self._skip:
+                k = n - pos
+                if k > self._skip:
+                    k = self._skip
+                self._skip -= k
+                pos += k
+                continue
+            have = self._have
+            want = self._want if have >= HEADER_SIZE else HEADER_SIZE
+            k = want - have
+            if k > n - pos:
+                k = n - pos
+            self._buf[have:have + k] = mv[pos:pos + k]
+            pos += k
+            have += k
+            self._have = have
+            if have < want:
+                break
+            if want == HEADER_SIZE:
+                if self._buf[0] & 7 > OP_WRITE_RSP:
+                    self.reset()
+                    self._lost = True
+                    break
+                total = HEADER_SIZE + ((self._buf[2] << 8) | self._buf[3])
+                if total > self._max:
+                    self._have = 0
+                    self._skip = total - HEADER_SIZE
+                    continue
+                self._want = total
+                if total > HEADER_SIZE:
+                    continue
+            packets.append(bytes(self._bmv[0:self._want]))
+            self._have = 0
+            self._want = 0
+        return packets
