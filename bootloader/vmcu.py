@@ -11,6 +11,7 @@ anything else behaves as ``confirm``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -31,9 +32,10 @@ from mcu.receiver import Receiver, make_server
 
 BEHAVIOURS = ("confirm", "stay-unconfirmed", "crash")
 CRASH_DELAY_S = 0.3  # a watchdog bites this long after a crashing image boots
+TX_STALL_S = 1.0  # output nobody reads for this long is dropped, as a UART would lose it
 
 
-class Reboot(Exception):  # noqa: N818 - a control-flow signal, not an error
+class Reboot(Exception):  # a control-flow signal, not an error
     """Raised inside the run loop to reset the virtual MCU."""
 
 
@@ -45,6 +47,8 @@ class PacedPort:
         self.rate = baud / 10 if baud else None
         self._rx_t = time.monotonic()
         self._tx_t = time.monotonic()
+        self.dropped = 0  # output bytes lost because nobody read them
+        self._stalled = False
 
     def _pace(self, n: int, t: float) -> float:
         assert self.rate is not None
@@ -72,12 +76,31 @@ class PacedPort:
         return data
 
     def write(self, data: bytes) -> None:
+        """Send ``data``; what the host has not taken within TX_STALL_S is dropped.
+
+        A UART without flow control never waits for its receiver. Here the pty's buffer
+        fills when the host stops reading (e.g. it closed the port mid-request), and
+        waiting for it would hang the MCU, and its SIGTERM handling, forever.  Once output
+        has stalled, further output is dropped at once until the host reads again.
+        """
         view = memoryview(data)
+        deadline = time.monotonic() + (0.0 if self._stalled else TX_STALL_S)
         while view:
-            _, ready, _ = select.select([], [self.fd], [], 1.0)
+            left = deadline - time.monotonic()
+            _, ready, _ = select.select([], [self.fd], [], max(0.0, left))
             if not ready:
+                self.dropped += len(view)
+                self._stalled = True
+                return
+            try:
+                n = os.write(self.fd, view)
+            except BlockingIOError:
+                if left <= 0:
+                    self.dropped += len(view)
+                    self._stalled = True
+                    return
                 continue
-            n = os.write(self.fd, view)
+            self._stalled = False
             if self.rate is not None:
                 self._tx_t = self._pace(n, self._tx_t)
             view = view[n:]
@@ -115,6 +138,7 @@ class VirtualMcu:
         self.boots = 0
         master, slave = os.openpty()
         tty.setraw(slave)
+        os.set_blocking(master, False)  # a write must never wait on a host that stopped reading
         self.master, self.slave = master, slave  # keeping the slave open avoids EIO
         self.link = Path(args.link)
         slave_name = os.ttyname(slave)
@@ -187,6 +211,9 @@ class VirtualMcu:
                 self.log("firmware crashed before confirming (watchdog reset)")
                 raise Reboot()
             receiver.poll()
+            if self.port.dropped:
+                self.log(f"tx: {self.port.dropped} bytes dropped (nobody reading)")
+                self.port.dropped = 0
 
     def close(self) -> None:
         try:
@@ -195,10 +222,8 @@ class VirtualMcu:
         except OSError:
             pass
         for fd in (self.master, self.slave):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self.flash.close()
 
 

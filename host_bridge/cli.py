@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from host_bridge.errors import BridgeError, ConfigError, DeviceError, ImageError
-from host_bridge.image.prepare import PreparedImage, load_trusted_keys, prepare
+from host_bridge.image.prepare import (
+    PreparedImage,
+    is_mcuboot_image,
+    load_trusted_keys,
+    prepare,
+)
 from host_bridge.image.sign import KEY_TYPES, SigningParams, generate_key, sign_payload
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
@@ -57,7 +62,9 @@ def _read(path: str, what: str) -> bytes:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
-def _signing_params(args: argparse.Namespace, client: Any | None) -> tuple[SigningParams, int | None]:
+def _signing_params(
+    args: argparse.Namespace, client: Any | None
+) -> tuple[SigningParams, int | None]:
     """Signing parameters and the slot limit, from --board or the device's slot info."""
     if getattr(args, "board", None):
         from bootloader.layout import LayoutError, load_board
@@ -78,10 +85,17 @@ def _signing_params(args: argparse.Namespace, client: Any | None) -> tuple[Signi
 
 
 def _prepare(args: argparse.Namespace, client: Any | None) -> PreparedImage:
+    # Everything local is checked before the device is asked for its slot sizes.
+    data = _read(args.image, "image")
+    trusted = load_trusted_keys(args.trust)
+    if not is_mcuboot_image(data) and args.img_version is None:
+        raise ImageError(
+            f"{args.image} is not an MCUboot image: give --version (and --key) to sign it"
+        )
     params, limit = _signing_params(args, client)
     return prepare(
-        _read(args.image, "image"),
-        trusted_keys=load_trusted_keys(args.trust),
+        data,
+        trusted_keys=trusted,
         signing_key=args.key,
         version=args.img_version,
         params=params,
@@ -214,6 +228,20 @@ def cmd_update(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.ok else EXIT_NO
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from host_bridge import logs
+    from host_bridge.config import load_config
+    from host_bridge.daemon import Bridge
+
+    cfg = load_config(args.config)
+    logs.setup(args.log_format, args.log_level)
+    if args.check:
+        print(f"{args.config}: OK ({len(cfg.devices)} devices, broker {cfg.broker.host}:"
+              f"{cfg.broker.port}, {'TLS' if cfg.broker.tls else 'PLAINTEXT'})")
+        return EXIT_OK
+    return Bridge(cfg).run_forever()
+
+
 def cmd_reset(args: argparse.Namespace) -> int:
     _client(args).reset()
     _emit(args, {"reset": True}, "reset sent")
@@ -221,7 +249,10 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    h = bytes.fromhex(args.hash) if args.hash else None
+    try:
+        h = bytes.fromhex(args.hash) if args.hash else None
+    except ValueError as exc:
+        raise ConfigError(f"'{args.hash}' is not a hex image hash") from exc
     states = _client(args).state_write(h, confirm=True)
     _emit(args, {"images": [s.as_dict() for s in states]}, "confirmed")
     return EXIT_OK
@@ -273,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--boot-timeout", type=float, default=30.0,
                    help="seconds a reboot may take")
     s.set_defaults(fn=cmd_update)
+
+    s = sub.add_parser("run", help="the daemon: AWS IoT Jobs -> firmware on the devices")
+    s.add_argument("--config", required=True, help="bridge.toml (see examples/bridge.toml)")
+    s.add_argument("--check", action="store_true", help="validate the config and exit")
+    s.add_argument("--log-format", choices=("text", "json"), default="text")
+    s.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
+    s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("state", help="list the device's image slots")
     add_port_options(s)

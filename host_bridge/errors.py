@@ -5,7 +5,9 @@
     │   └── SmpTimeout          no reply within the deadline (after retries)
     ├── DeviceError             the device answered with an SMP error (exit 1)
     ├── ImageError              the image is unusable: bad hash, signature, size (exit 2)
-    └── ConfigError             bad configuration or command-line input (exit 2)
+    ├── ConfigError             bad configuration or command-line input (exit 2)
+    ├── DocumentError           a job document the bridge cannot act on (job REJECTED)
+    └── DownloadError           the image could not be fetched or failed its checks (job FAILED)
 
 Expected outcomes of an update (confirmed, reverted) are values, not exceptions.
 """
@@ -40,3 +42,25 @@ class ImageError(BridgeError):
 
 class ConfigError(BridgeError):
     """Bad configuration or command-line input."""
+
+
+class DocumentError(BridgeError):
+    """A job document is malformed or asks for something the bridge refuses."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DownloadError(BridgeError):
+    """The image could not be downloaded, or the download failed its size or hash checks.
+
+    ``transient`` is true when trying again later may succeed (network trouble, server errors),
+    false when the same job will fail the same way (hash mismatch, refused URL, 404).
+    The reason never holds a URL's query string.
+    """
+
+    def __init__(self, reason: str, *, transient: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient

@@ -1,15 +1,15 @@
 """CRC-16/XMODEM (poly 0x1021, init 0, no reflection, no final XOR; check 0x31C3).
 
-The SMP console framing checks this CRC on every received packet, and the microcontroller has
+The SMP console framing checks this CRC on every received packet and the microcontroller has
 no CRC-16 in C (only binascii.crc32), so it is written here by hand. A byte-at-a-time table
-loop costs some 17 bytecodes a byte, which made the CRC most of the cost of receiving an
-upload. Long inputs are therefore reduced as one big integer instead: the CRC is
-M(x) * x^16 mod P(x) over GF(2), and P divides the sparse polynomial
-S(x) = x^577 + x^6 + x^2 + 1 and every S(x)^(2^k) = x^(577*2^k) + x^(6*2^k) + x^(2*2^k) + 1
-(squaring is linear over GF(2)), and x^103 + x^27 + x + 1. Folding the message modulo those,
-largest first, takes a few dozen shifts and XORs done in C by the big-integer code, whatever
-the length; the last 100 or so bits go through the table. Boards without big integers use
-the table loop throughout.
+loop costs some 17 bytecodes a byte, most of the cost of receiving an upload that way, so long
+inputs are reduced as one big integer instead, in C by the big-integer code: the CRC is
+M(x) * x^16 mod P(x) over GF(2), and P(x) = x^16 + x^12 + x^5 + 1 divides
+S(x) = x^577 + x^6 + x^2 + 1, hence every S(x)^(2^k), which is
+x^(577 * 2^k) + x^(6 * 2^k) + x^(2 * 2^k) + 1 (squaring is linear over GF(2)), and divides
+x^268 + x^26 + x^11 + 1. Each fold by one of them, largest first, halves the number: a few
+dozen shifts and XORs whatever the length, then the table multiplies the last 300 or so bits
+by x^16. Boards without big integers use the table throughout.
 """
 
 try:
@@ -21,27 +21,31 @@ except ImportError:
 
 
 _POLY = const(0x1021)
-_BIG_MIN = const(48)  # bytes: below this the table loop is cheaper
+_BIG_MIN = const(64)  # bytes: below this the table loop is cheaper
 
 
 def _make_table():
-    table = []
-    for i in range(256):
-        crc = i << 8
+    # The CRC is linear: the entry for i is the XOR of those for i's bits, so only the 8
+    # single-bit entries need the bit loop (a 256 x 8 loop costs a noticeable boot delay).
+    table = [0] * 256
+    for bit in range(8):
+        crc = 0x100 << bit
         for _ in range(8):
-            if crc & 0x8000:
-                crc = ((crc << 1) ^ _POLY) & 0xFFFF
-            else:
-                crc = (crc << 1) & 0xFFFF
-        table.append(crc)
+            crc = ((crc << 1) ^ _POLY) & 0xFFFF if crc & 0x8000 else crc << 1
+        table[1 << bit] = crc
+    for i in range(3, 256):
+        low = i & -i
+        if low != i:
+            table[i] = table[i ^ low] ^ table[low]
     return tuple(table)
 
 
 _TABLE = _make_table()
 
-# (a, b, c): multiples x^a + x^b + x^c + 1 of P(x) = x^16 + x^12 + x^5 + 1, largest first;
-# x^103 + x^27 + x + 1 finishes.
-_FOLDS = tuple([(577 << k, 6 << k, 2 << k) for k in range(6, -1, -1)])
+# (a, b, c, mask): the multiples x^a + x^b + x^c + 1 of P(x) above, largest first, with
+# 2^a - 1 precomputed where it is small (2.3 KB in all) and made on demand above that.
+_FOLDS = tuple([(577 << k, 6 << k, 2 << k, (1 << (577 << k)) - 1 if k < 5 else None)
+                for k in range(6, -1, -1)] + [(268, 26, 11, (1 << 268) - 1)])
 
 try:
     _HAVE_BIG = (1 << 200) >> 199 == 2
@@ -69,15 +73,25 @@ def crc16_xmodem(data, crc: int = 0) -> int:
     a = int.from_bytes(data, "big")
     if crc:
         a ^= crc << (8 * n - 16)
-    bits = 8 * n  # an upper bound of the bit length of a, tracked instead of measured
-    for deg, b, c in _FOLDS:
-        while bits > deg:
+    bits = 8 * n  # a bound on the length of a, tracked rather than measured
+    for deg, b, c, mask in _FOLDS:
+        if bits <= deg:
+            continue
+        if mask is None:
+            mask = (1 << deg) - 1
+        # One fold takes a from up to 2 deg bits to deg (+ b) bits; the few extra bits
+        # are left to the next, half-size, fold. Only a long input folds more than once.
+        while bits > 3 * deg:
             high = a >> deg
-            a = (a & _mask(deg)) ^ (high << b) ^ (high << c) ^ high
-            # high has bits - deg bits; shifted by b it is the longest part unless low is.
-            bits = bits - deg + b if bits - deg + b > deg else deg
-    while bits > 103:
-        high = a >> 103
-        a = (a & 0x7FFFFFFFFFFFFFFFFFFFFFFFFF) ^ (high << 27) ^ (high << 1) ^ high
-        bits = bits - 76 if bits - 76 > 103 else 103
-    return _table_crc(a.to_bytes(13, "big"), 0)
+            a = (a & mask) ^ (high << b) ^ (high << c) ^ high
+            bits += b - deg
+        high = a >> deg
+        a = (a & mask) ^ (high << b) ^ (high << c) ^ high
+        bits = bits - deg + b if bits - deg + b > deg else deg
+    if bits > 300:
+        # The excess the folds left over, folded once more by the last: under 300 bits.
+        high = a >> 268
+        a = (a & _FOLDS[-1][3]) ^ (high << 26) ^ (high << 11) ^ high
+        bits = bits - 242 if bits - 242 > 268 else 268
+    # A table pass over the last 300 or so bits is cheaper than more big-integer folds.
+    return _table_crc(a.to_bytes((bits + 7) >> 3, "big"), 0)

@@ -24,7 +24,7 @@ class RamArea:
         self.sector_size = sector_size
         self.write_size = write_size
         self.erased_val = erased_val
-        self.mem = bytearray([erased_val]) * size
+        self.mem = bytearray(bytes([erased_val]) * size)  # MicroPython: no bytearray * int
         self.ops = 0
 
     def read(self, off, n):
@@ -47,7 +47,7 @@ class RamArea:
     def erase(self, off, n):
         if off % self.sector_size or n % self.sector_size or off < 0 or off + n > self.size:
             raise FlashAreaError("misaligned erase")
-        self.mem[off:off + n] = bytearray([self.erased_val]) * n
+        self.mem[off:off + n] = bytes([self.erased_val]) * n
         self.ops += n // self.sector_size
 
 

@@ -10,7 +10,7 @@ from mcu import smp_frame as sf
 from mcu.smp_server import GroupError, SmpError, field
 
 try:
-    from typing import Any, Dict, List, Optional
+    from typing import Any, Dict, List, Optional  # noqa: F401 - type comments
 except ImportError:
     pass
 
@@ -29,6 +29,7 @@ ERR_INVALID_IMAGE_HEADER = 22
 ERR_INVALID_IMAGE_HEADER_MAGIC = 23
 ERR_INVALID_HASH = 24
 ERR_HASH_NOT_FOUND = 8
+ERR_VERSION_GET_FAILED = 26
 ERR_CURRENT_VERSION_IS_NEWER = 27
 ERR_IMAGE_ALREADY_PENDING = 28
 ERR_INVALID_IMAGE_VECTOR_TABLE = 29
@@ -188,8 +189,17 @@ class ImageGroup:
         try:
             mb.set_next(area, slot == 0, confirm, 0, self.max_align)
         except mb.McubootError:
-            raise GroupError(GROUP, ERR_INVALID_IMAGE_VECTOR_TABLE if slot == 0
-                             else ERR_INVALID_IMAGE_HEADER_MAGIC)
+            if slot == 0:
+                raise GroupError(GROUP, ERR_INVALID_IMAGE_VECTOR_TABLE)
+            # boot_set_next erases a secondary slot with a corrupt trailer, so that a
+            # later upload can be scheduled.
+            self.upload = None
+            try:
+                for off in range(0, area.size, area.sector_size):
+                    area.erase(off, area.sector_size)
+            except Exception:
+                pass
+            raise GroupError(GROUP, ERR_INVALID_IMAGE_HEADER_MAGIC)
         except Exception:
             raise GroupError(GROUP, ERR_FLASH_WRITE_FAILED)
 
@@ -204,54 +214,58 @@ class ImageGroup:
             raise SmpError(sf.RC_ENOTSUP)
         off = field(req, "off", int)
         data = field(req, "data", bytes, b"")
-        if off is None:
-            raise GroupError(GROUP, ERR_INVALID_OFFSET)
-        if off == 0:
-            return self._first_chunk(req, data)
-        up = self.upload
-        if up is None or off != up.off:
-            return {"off": up.off if up is not None else 0}
-        return self._write_chunk(up, data)
+        try:
+            if off is None:
+                raise GroupError(GROUP, ERR_INVALID_OFFSET)
+            if off == 0:
+                return self._first_chunk(req, data)
+            up = self.upload
+            if up is None or off != up.off:
+                # Dropped, answered with the offset expected: the resume/pipelining cue.
+                return {"off": up.off if up is not None else 0}
+            return self._write_chunk(up, data)
+        except GroupError:
+            self.upload = None  # any upload error ends the session (img_mgmt_reset_upload)
+            raise
 
     def _first_chunk(self, req: "Dict[str, Any]", data: "Any") -> "Any":
+        # Checked in img_mgmt_upload_inspect's order.  `image` is read and ignored: with one
+        # updatable image Zephyr always uploads to the unused slot of image 0.
         size = field(req, "len", int)
         sha = field(req, "sha", bytes, b"")
-        image = field(req, "image", int, 0)
+        field(req, "image", int, 0)
         upgrade = field(req, "upgrade", bool, False)
+        if len(data) < mb.HEADER_SIZE:
+            raise GroupError(GROUP, ERR_INVALID_IMAGE_HEADER)
         if size is None:
             raise GroupError(GROUP, ERR_INVALID_LENGTH)
-        if image != 0:
-            raise GroupError(GROUP, ERR_INVALID_SLOT)
+        hdr = mb.parse_header(bytes(data[0:mb.HEADER_SIZE]))
+        if hdr is None:
+            raise GroupError(GROUP, ERR_INVALID_IMAGE_HEADER_MAGIC)
         if len(sha) > 32:
             raise GroupError(GROUP, ERR_INVALID_HASH)
         sha = bytes(sha)
         up = self.upload
-        if up is not None and sha and up.sha == sha and up.size == size:
-            return self._resume_reply(up)
-        if len(data) < mb.HEADER_SIZE:
-            raise GroupError(GROUP, ERR_INVALID_IMAGE_HEADER)
-        hdr = mb.parse_header(bytes(data[0:mb.HEADER_SIZE]))
-        if hdr is None:
-            raise GroupError(GROUP, ERR_INVALID_IMAGE_HEADER_MAGIC)
+        if up is not None and sha and up.sha == sha:
+            return {"off": up.off}  # resume the interrupted session
+        if self.secondary_in_use():
+            raise GroupError(GROUP, ERR_NO_FREE_SLOT)
         if size > self.max_image_size:
             raise GroupError(GROUP, ERR_INVALID_IMAGE_TOO_LARGE)
         if upgrade:
             cur = mb.image_info(self.primary)
-            if cur is not None and tuple(hdr["version"][0:3]) <= tuple(cur["version"][0:3]):
+            if cur is None:
+                raise GroupError(GROUP, ERR_VERSION_GET_FAILED)
+            if tuple(hdr["version"][0:3]) <= tuple(cur["version"][0:3]):
                 raise GroupError(GROUP, ERR_CURRENT_VERSION_IS_NEWER)
-        if self.secondary_in_use():
-            raise GroupError(GROUP, ERR_NO_FREE_SLOT)
         self.upload = None
+        if len(sha) == 32 and self._slot_hash(size) == sha:
+            # CONFIG_IMG_ENABLE_IMAGE_CHECK: the slot already holds this image.
+            return {"off": size, "match": True}
         self._erase_for(size)
         up = Upload(size, sha, self.secondary.write_size)
         self.upload = up
         return self._write_chunk(up, data)
-
-    def _resume_reply(self, up: "Upload") -> "Any":
-        rsp = {"off": up.off}
-        if up.off == up.size and up.sha:
-            rsp["match"] = self._matches(up)
-        return rsp
 
     def _erase_for(self, size: int) -> None:
         """Erase the sectors the image needs and the trailer's sectors (img_mgmt_erase)."""
@@ -291,7 +305,7 @@ class ImageGroup:
                 up.tail.extend(data[start + whole:n])
             up.off += n
             if up.off == up.size and up.tail:
-                pad = bytearray([self.secondary.erased_val]) * (ws - len(up.tail))
+                pad = bytes([self.secondary.erased_val]) * (ws - len(up.tail))
                 self.secondary.write(up.flushed, bytes(up.tail) + bytes(pad))
                 up.flushed += ws
                 up.tail = bytearray()
@@ -299,35 +313,42 @@ class ImageGroup:
             self.upload = None
             raise GroupError(GROUP, ERR_FLASH_WRITE_FAILED)
         rsp = {"off": up.off}
-        if up.off == up.size and up.sha:
-            rsp["match"] = self._matches(up)
+        if up.off == up.size:
+            self.upload = None  # complete: the session ends (Zephyr resets it)
+            if up.sha:
+                rsp["match"] = self._slot_hash(up.size)[0:len(up.sha)] == up.sha
         return rsp
 
-    def _matches(self, up: "Upload") -> bool:
+    def _slot_hash(self, size: int) -> bytes:
+        """SHA-256 of the first ``size`` bytes of the secondary slot."""
         h = hashlib.sha256()
         pos = 0
-        while pos < up.size:
-            n = min(4096, up.size - pos)
+        size = min(size, self.secondary.size)
+        while pos < size:
+            n = min(4096, size - pos)
             h.update(self.secondary.read(pos, n))
             pos += n
-        return h.digest()[0:len(up.sha)] == up.sha
+        return h.digest()
 
     # -- erase and slot info -------------------------------------------------------------
     def h_erase(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
         if op != sf.OP_WRITE:
             raise SmpError(sf.RC_ENOTSUP)
+        # img_mgmt_erase: a slot holding a valid image may not be erased while in use (the
+        # active slot; the other one while pending, scheduled or needed for a revert).
+        # The running image's slot is always in use.
         slot = field(req, "slot", int, 1)
-        if slot != 1:
+        if slot > 1:
             raise GroupError(GROUP, ERR_INVALID_SLOT)
-        if self.secondary_in_use():
-            raise GroupError(GROUP, ERR_IMAGE_ALREADY_PENDING)
+        if slot == 0 or (self.secondary_in_use() and mb.image_info(self.secondary) is not None):
+            raise GroupError(GROUP, ERR_NO_FREE_SLOT)
         a = self.secondary
+        self.upload = None  # no stale offset after an erase (zephyr#51798)
         try:
             for off in range(0, a.size, a.sector_size):
                 a.erase(off, a.sector_size)
         except Exception:
             raise GroupError(GROUP, ERR_FLASH_ERASE_FAILED)
-        self.upload = None  # no stale offset after an erase (zephyr#51798)
         return {}
 
     def h_slot_info(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":

@@ -216,7 +216,7 @@ def swap_type(primary_area: "Any", secondary_area: "Any", max_align: int = 8) ->
 
 def _write_trailer(area: "Any", off: int, data: bytes) -> None:
     n = align_up(len(data), area.write_size)
-    buf = bytearray([area.erased_val]) * n
+    buf = bytearray(bytes([area.erased_val]) * n)  # MicroPython: no bytearray * int
     buf[0 : len(data)] = data
     area.write(off, buf)
 
@@ -224,7 +224,7 @@ def _write_trailer(area: "Any", off: int, data: bytes) -> None:
 def write_magic(area: "Any", max_align: int = 8) -> None:
     t = TrailerLayout(area.size, max_align)
     pad = align_up(MAGIC_SZ, max_align)
-    buf = bytearray([area.erased_val]) * pad
+    buf = bytearray(bytes([area.erased_val]) * pad)
     buf[pad - MAGIC_SZ :] = boot_magic(max_align)
     area.write(align_down(t.magic_off, max_align), buf)
 

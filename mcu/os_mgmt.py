@@ -10,10 +10,21 @@ except ImportError:
     pass
 
 GROUP = 0
+ERR_INVALID_FORMAT = 2  # OS_MGMT_ERR_INVALID_FORMAT
 ERR_QUERY_YIELDS_NO_ANSWER = 3  # OS_MGMT_ERR_QUERY_YIELDS_NO_ANSWER
+ERR_RTC_NOT_SET = 4  # OS_MGMT_ERR_RTC_NOT_SET
 
 # enum mcuboot_mode (bootutil/boot_status.h)
 MCUBOOT_MODES = {"overwrite-only": 2, "swap-move": 3, "swap-scratch": 1, "swap-offset": 9}
+
+
+def translate(rc: int) -> int:
+    """Legacy SMPv1 rc for an OS group error (os_mgmt_translate_error_code)."""
+    if rc == ERR_INVALID_FORMAT:
+        return sf.RC_EINVAL
+    if rc in (ERR_QUERY_YIELDS_NO_ANSWER, ERR_RTC_NOT_SET):
+        return sf.RC_ENOENT
+    return sf.RC_EUNKNOWN
 
 
 class OsGroup:
@@ -28,6 +39,7 @@ class OsGroup:
         server.register(GROUP, sf.OS_RESET, self.h_reset)
         server.register(GROUP, sf.OS_MCUMGR_PARAMS, self.h_params)
         server.register(GROUP, sf.OS_BOOTLOADER_INFO, self.h_bootloader_info)
+        server.set_translator(GROUP, translate)
 
     def h_echo(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
         d = field(req, "d", str)
@@ -38,7 +50,8 @@ class OsGroup:
     def h_reset(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
         if op != sf.OP_WRITE:
             raise SmpError(sf.RC_ENOTSUP)
-        field(req, "force", int, 0)
+        # Zephyr ignores a "force" (or "boot_mode") it cannot decode: a core command
+        # must not be refused over its optional fields.
         server.after_reply = self.reset
         return {}
 

@@ -26,7 +26,10 @@ class Receiver:
         if framing == "raw":
             self.decoder = sf.RawDecoder(server.buf_size, raw_timeout_ms, clock)
         elif framing == "console":
-            self.decoder = sf.ConsoleDecoder(server.buf_size)
+            # Zephyr decodes a console packet's 2-byte length, the packet and its CRC into
+            # one buf_size netbuf, so the largest packet is buf_size - 4 (smpclient sizes
+            # its requests to exactly that).  Raw packets have the whole netbuf.
+            self.decoder = sf.ConsoleDecoder(server.buf_size - 4)
         else:
             raise ValueError("framing must be 'console' or 'raw'")
         self.requests = 0

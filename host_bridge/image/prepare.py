@@ -72,6 +72,7 @@ def prepare(
         raise ImageError(
             f"image is {image.total_size} bytes but the slot holds at most {max_image_size} bytes"
         )
-    digest = image.sha256_tlv or (image.hash_tlv().value if image.hash_tlv() else b"")
+    hash_tlv = image.hash_tlv()
+    digest = image.sha256_tlv or (hash_tlv.value if hash_tlv is not None else b"")
     return PreparedImage(bytes(data[: image.total_size]), str(image.version), bytes(digest),
                          signed_here)

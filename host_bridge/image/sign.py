@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 from bootloader.layout import Layout
 from host_bridge.errors import ConfigError, ImageError
 
@@ -38,12 +40,6 @@ class SigningParams:
         )
 
 
-def _click_errors() -> tuple[type[BaseException], ...]:
-    import click
-
-    return (click.ClickException, click.BadParameter)
-
-
 def generate_key(path: str | Path, kind: str = "ecdsa-p256") -> Path:
     """Write a new private signing key (PEM, mode 0600) that imgtool and MCUboot accept."""
     from imgtool import keys
@@ -59,10 +55,20 @@ def generate_key(path: str | Path, kind: str = "ecdsa-p256") -> Path:
     if target.exists():
         raise ConfigError(f"{target} already exists: refusing to overwrite a key")
     key = makers[kind]()
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        # Created 0600 before a byte of the key is written; O_EXCL closes the exists() race.
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise ConfigError(f"{target} already exists: refusing to overwrite a key") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target}: {exc.strerror}") from exc
     os.close(fd)
-    key.export_private(str(target))
-    os.chmod(target, 0o600)
+    try:
+        key.export_private(str(target))
+        os.chmod(target, 0o600)
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {target}: {exc.strerror}") from exc
     return target
 
 
@@ -73,7 +79,7 @@ def load_signing_key(path: str | Path) -> Any:
         key = keys.load(str(path))
     except FileNotFoundError as exc:
         raise ConfigError(f"signing key {path} not found") from exc
-    except (ValueError, TypeError, *_click_errors()) as exc:
+    except (ValueError, TypeError, click.ClickException) as exc:
         raise ConfigError(f"{path} is not a usable signing key: {exc}") from exc
     if key is None:
         raise ConfigError(f"{path} is not a usable signing key")
@@ -90,7 +96,7 @@ def sign_payload(
     key = load_signing_key(key_path) if key_path is not None else None
     try:
         ver = decode_version(version)
-    except (ValueError, *_click_errors()) as exc:
+    except (ValueError, click.ClickException) as exc:
         raise ImageError(f"bad version '{version}': use MAJOR.MINOR.REVISION[+BUILD]") from exc
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "firmware.bin"
@@ -109,7 +115,7 @@ def sign_payload(
             with contextlib.redirect_stdout(None):
                 img.load(str(src))
                 img.create(key, "hash", None)
-        except (ValueError, *_click_errors()) as exc:
+        except (ValueError, click.ClickException) as exc:
             msg = getattr(exc, "message", None) or str(exc)
             raise ImageError(f"imgtool could not sign the image: {msg}") from exc
         return bytes(img.payload)

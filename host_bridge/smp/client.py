@@ -112,12 +112,24 @@ class SmpClient:
 
     # -- request/response ------------------------------------------------------------
     def call(
-        self, cls: Any, fields: dict[str, Any], what: str, timeout_s: float | None = None
+        self,
+        cls: Any,
+        fields: dict[str, Any],
+        what: str,
+        timeout_s: float | None = None,
+        retries: int | None = None,
     ) -> dict[str, Any]:
-        """Send an ``smp`` request (its class and fields); return the checked reply map."""
+        """Send an ``smp`` request (its class and fields); return the checked reply map.
+
+        ``retries`` (default: the client's) re-sends after a timeout or a link error; pass
+        0 for a request that must not reach the device twice.  The one SMPv2 -> v1 fallback
+        is not counted as a retry.
+        """
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        attempts = (self.retries if retries is None else retries) + 1
         last: Exception | None = None
-        for _ in range(self.retries + 1):
+        while attempts > 0:
+            attempts -= 1
             req = cls(**fields, sequence=self.next_seq(), version=self.version)
             packet = bytes(req)
             seq = packet[6]
@@ -132,16 +144,16 @@ class SmpClient:
                 last = SmpTimeout(f"{what}: no reply from {self.link.url} within {timeout:g} s")
                 continue
             _op, version, _f, _len, group, _seq, _cid = unpack_header(reply)
-            body = cbor2.loads(reply[8:]) if len(reply) > 8 else {}
-            if version == 0 and self.version == smph.Version.V2:
+            try:
+                body = cbor2.loads(reply[8:]) if len(reply) > 8 else {}
+            except (cbor2.CBORDecodeError, ValueError):
+                body = None  # check_reply reports a malformed reply
+            too_new = isinstance(body, dict) and body.get("rc") == MGMT_ERR.UNSUPPORTED_TOO_NEW
+            if self.version == smph.Version.V2 and (version == 0 or too_new):
                 self.version = smph.Version.V1  # the device speaks SMPv1 only
-            if (
-                isinstance(body, dict)
-                and body.get("rc") == MGMT_ERR.UNSUPPORTED_TOO_NEW
-                and self.version == smph.Version.V2
-            ):
-                self.version = smph.Version.V1
-                continue
+                if too_new:
+                    attempts += 1  # the request itself never ran: send it again as v1
+                    continue
             return check_reply(body, group, what)
         assert last is not None
         raise last
@@ -186,7 +198,9 @@ class SmpClient:
         return [self._slot(d) for d in r.get("images", [])]
 
     def reset(self) -> None:
-        self.call(smpos.ResetWriteRequest, {}, "reset")
+        """Reset the device; sent once: a second reset could land on the image the first
+        one booted for a test, before it confirms itself, and make MCUboot revert it."""
+        self.call(smpos.ResetWriteRequest, {}, "reset", retries=0)
 
     def erase(self, slot: int = 1) -> None:
         self.call(smpimg.ImageEraseRequest, {"slot": slot}, "image erase", timeout_s=30.0)
@@ -199,7 +213,10 @@ class SmpClient:
         reply = self.wait_reply(seq, GROUP_IMAGE, 6, self.timeout_s)
         if reply is None:
             return None
-        body = cbor2.loads(reply[8:])
+        try:
+            body = cbor2.loads(reply[8:])
+        except (cbor2.CBORDecodeError, ValueError):
+            return None
         if not isinstance(body, dict) or "images" not in body:
             return None
         return body

@@ -7,6 +7,7 @@ device can never disagree on the wire format.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -69,19 +70,23 @@ class SerialLink:
         self._decoder: Any = None
         self.bytes_out = 0
         self.bytes_in = 0
+        # A write failed part-way: the device may hold a partial line that would swallow
+        # the next request's first line.  A newline on the next open ends it (console only).
+        self._torn = False
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
         if self._port is None:
             self._port = self._opener(self.url, self.baudrate)
             self._reset_decoder()
+            if self._torn and self.framing == "console":
+                self._torn = False
+                self.send_raw(b"\n")
 
     def close(self) -> None:
         if self._port is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._port.close()
-            except OSError:
-                pass
             self._port = None
 
     def reopen(self) -> None:
@@ -126,9 +131,11 @@ class SerialLink:
         try:
             port.write(wire)
         except (OSError, ValueError) as exc:
+            self._torn = True
             self.close()
             raise LinkError(f"write to {self.url} failed: {exc}") from exc
         except Exception as exc:  # pyserial's SerialException is not an OSError
+            self._torn = True
             self.close()
             raise LinkError(f"write to {self.url} failed: {exc}") from exc
         self.bytes_out += len(wire)

@@ -10,8 +10,9 @@ of that image answers with how far it got).  Devices without ``mcumgr params`` g
 stop-and-wait with conservative chunks.
 
 Upload packets are built here with cbor2 rather than with the ``smp`` package's models:
-a pydantic validation per chunk costs more than the line does at high speed; a test
-checks the bytes against ``smp.image_management.ImageUploadWriteRequest``.
+a pydantic validation per chunk costs more than the line does at high speed.  They are
+canonical CBOR (keys by length, then bytewise), as ``smp`` encodes them, so a test can
+check the bytes against ``smp.image_management.ImageUploadWriteRequest``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import cbor2
 
-from host_bridge.errors import DeviceError, LinkError, SmpTimeout
+from host_bridge.errors import LinkError, SmpTimeout
 from host_bridge.smp.client import GROUP_IMAGE, HEADER, SmpClient, check_reply, unpack_header
 
 UPLOAD_ID = 1
@@ -37,13 +39,13 @@ Progress = Callable[[int, int], None]
 class UploadResult:
     size: int
     sent_bytes: int  # payload bytes put on the wire (retransmissions included)
-    resumed_from: int
+    resumed_from: int  # the device's offset when the upload was last (re)opened
     seconds: float
     window: int
     chunk: int
     match: bool | None
     resyncs: int
-    retries: int
+    retries: int  # timeouts and link drops recovered from, over the whole upload
 
     @property
     def rate(self) -> float:
@@ -53,13 +55,13 @@ class UploadResult:
 def upload_packet(
     version: int, seq: int, off: int, data: bytes, first: dict[str, object] | None = None
 ) -> bytes:
-    """One image upload request packet (SMP header + CBOR map)."""
+    """One image upload request packet (SMP header + canonical CBOR map)."""
     body: dict[str, object] = {}
     if first is not None:
         body.update(first)
     body["off"] = off
     body["data"] = data
-    payload = cbor2.dumps(body)
+    payload = cbor2.dumps(body, canonical=True)
     return HEADER.pack((version << 3) | 2, 0, len(payload), GROUP_IMAGE, seq, UPLOAD_ID) + payload
 
 
@@ -68,11 +70,11 @@ def chunk_sizes(buf_size: int, framing: str) -> tuple[int, int]:
 
     The packet must fit ``buf_size`` with its 2-byte CRC in the console framing's netbuf;
     continuation overhead: map(1) + "off"(4+5) + "data"(5+3) + header(8); the first chunk
-    adds "len"(4+5), "sha"(4+2+32) and "image"(6+1).
+    adds "len"(4+5), "sha"(4+2+32), "image"(6+1) and room for "upgrade"(8+1).
     """
     limit = buf_size - (2 if framing == "console" else 0)
     cont = limit - 8 - 1 - 9 - 8
-    first = cont - 9 - 38 - 7
+    first = cont - 9 - 38 - 7 - 9
     align = 8
     return max(32, first // align * align), max(align, cont // align * align)
 
@@ -119,7 +121,6 @@ def upload(
 
     # The first chunk alone: it opens (or resumes) the session and erases the slot.
     match = _first_chunk(client, send, st, max_retries)
-    st.resumed_from = st.acked if st.acked != first_n or size <= first_n else 0
     if progress:
         progress(st.acked, size)
     while st.acked < size:
@@ -131,6 +132,7 @@ def upload(
         except LinkError:
             # The link dropped: reconnect and ask the device where it stands (off=0 + sha).
             st.retries += 1
+            st.total_retries += 1
             if st.retries > max_retries:
                 raise
             _reconnect(client)
@@ -138,6 +140,7 @@ def upload(
             continue
         if reply is None:
             st.retries += 1
+            st.total_retries += 1
             if st.retries > max_retries:
                 raise SmpTimeout(
                     f"upload stalled at {st.acked} of {size} bytes: no reply after "
@@ -145,7 +148,7 @@ def upload(
                 )
             _recover(client, st)
             continue
-        seq, off, n, body = reply
+        _seq, off, n, body = reply
         device_off = int(body.get("off", -1))
         if "match" in body:
             match = bool(body["match"])
@@ -164,7 +167,7 @@ def upload(
             progress(st.acked, size)
     return UploadResult(
         size, st.sent_bytes, st.resumed_from, time.monotonic() - start_t, window, cont_n,
-        match, st.resyncs, st.retries,
+        match, st.resyncs, st.total_retries,
     )
 
 
@@ -177,13 +180,18 @@ class _State:
         self.sent_bytes = 0
         self.resumed_from = 0
         self.resyncs = 0
-        self.retries = 0
+        self.retries = 0  # consecutive failures, against max_retries
+        self.total_retries = 0
 
 
 def _first_chunk(
     client: SmpClient, send: Callable[[int], None], st: _State, max_retries: int
 ) -> bool | None:
-    """Send off=0 until acknowledged; the reply says where the device stands."""
+    """Send off=0 until acknowledged; the reply says where the device stands.
+
+    A device that took the chunk answers with its length; any other offset means it kept
+    an earlier, unfinished upload of this image (or already holds all of it) and dropped the data.
+    """
     match: bool | None = None
     for attempt in range(max_retries + 1):
         st.inflight.clear()
@@ -197,10 +205,11 @@ def _first_chunk(
             continue
         if reply is None:
             continue
-        _seq, _off, _n, body = reply
+        _seq, _off, n, body = reply
         if "match" in body:
             match = bool(body["match"])
         st.acked = min(int(body.get("off", 0)), st.size)
+        st.resumed_from = 0 if st.acked == n else st.acked
         st.next_off = st.acked
         st.inflight.clear()
         return match
@@ -209,7 +218,7 @@ def _first_chunk(
 
 def _next_reply(
     client: SmpClient, st: _State, timeout_s: float
-) -> tuple[int, int, int, dict[str, object]] | None:
+) -> tuple[int, int, int, dict[str, Any]] | None:
     """The reply to the oldest chunk in flight; stale or foreign replies are skipped."""
     deadline = time.monotonic() + timeout_s
     while st.inflight:
@@ -227,12 +236,11 @@ def _next_reply(
         for i, (s, off, n) in enumerate(st.inflight):
             if s == seq:
                 del st.inflight[: i + 1]  # replies come in order: older ones were lost
-                body = cbor2.loads(packet[8:])
                 try:
-                    checked = check_reply(body, GROUP_IMAGE, f"upload at offset {off}")
-                except DeviceError:
-                    raise
-                return seq, off, n, checked
+                    body = cbor2.loads(packet[8:])
+                except (cbor2.CBORDecodeError, ValueError):
+                    body = None  # check_reply reports a malformed reply
+                return seq, off, n, check_reply(body, GROUP_IMAGE, f"upload at offset {off}")
     return None
 
 

@@ -1,0 +1,170 @@
+"""``bridge.toml``: the daemon's configuration, validated with errors that name the key.
+
+See ``examples/bridge.toml`` for every option with its meaning.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from host_bridge.errors import ConfigError
+from host_bridge.jobs.client import BrokerConfig, TlsConfig
+
+POLICIES = ("device", "bridge")
+FRAMINGS = ("console", "raw")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    thing: str
+    port: str
+    board: str | None = None
+    baud: int = 115200
+    framing: str = "console"
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    broker: BrokerConfig
+    devices: list[DeviceConfig]
+    state_dir: Path
+    signing_key: Path | None = None
+    trusted_keys: list[Path] = field(default_factory=list)
+    policy: str = "device"
+    confirm_timeout_s: float = 60.0
+    boot_timeout_s: float = 30.0
+    step_timeout_min: int | None = None
+    download_ca: Path | None = None
+    allow_http: bool = False
+    allowed_hosts: list[str] | None = None
+    progress_interval_s: float = 5.0
+    other_jobs: str = "reject"  # reject | ignore
+
+
+def _get(table: dict[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
+    if key not in table:
+        if default is None and kind is not type(None):
+            return None
+        return default
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: '{key}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _path(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def parse_config(data: dict[str, Any], base: Path) -> BridgeConfig:
+    broker_t = data.get("broker")
+    if not isinstance(broker_t, dict):
+        raise ConfigError("missing [broker] table (host, port, client_id, TLS files)")
+    host = _get(broker_t, "host", str, "[broker]")
+    if not host:
+        raise ConfigError("[broker]: 'host' is required")
+    plaintext = bool(_get(broker_t, "insecure_plaintext", bool, "[broker]", False))
+    ca = _path(base, _get(broker_t, "ca", str, "[broker]"))
+    cert = _path(base, _get(broker_t, "cert", str, "[broker]"))
+    key = _path(base, _get(broker_t, "key", str, "[broker]"))
+    if plaintext:
+        tls = None
+    else:
+        if ca is None:
+            raise ConfigError(
+                "[broker]: 'ca' is required for TLS (set insecure_plaintext = true only for "
+                "a local test broker)"
+            )
+        if (cert is None) != (key is None):
+            raise ConfigError("[broker]: give both 'cert' and 'key' for mutual TLS, or neither")
+        for p in (ca, cert, key):
+            if p is not None and not p.exists():
+                raise ConfigError(f"[broker]: file {p} does not exist")
+        tls = TlsConfig(str(ca), str(cert) if cert else None, str(key) if key else None)
+    port = _get(broker_t, "port", int, "[broker]", 1883 if plaintext else 8883)
+    broker = BrokerConfig(
+        host=host,
+        port=port,
+        client_id=_get(broker_t, "client_id", str, "[broker]", "fota-bridge"),
+        tls=tls,
+    )
+    devices_t = data.get("device")
+    if not isinstance(devices_t, list) or not devices_t:
+        raise ConfigError("no [[device]] tables: list each thing with its serial port")
+    devices = []
+    seen: set[str] = set()
+    for i, d in enumerate(devices_t):
+        where = f"[[device]] #{i + 1}"
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where} must be a table")
+        thing = _get(d, "thing", str, where)
+        port_s = _get(d, "port", str, where)
+        if not thing or not port_s:
+            raise ConfigError(f"{where}: 'thing' and 'port' are required")
+        if thing in seen:
+            raise ConfigError(f"{where}: thing '{thing}' is listed twice")
+        seen.add(thing)
+        framing = _get(d, "framing", str, where, "console")
+        if framing not in FRAMINGS:
+            raise ConfigError(f"{where}: framing must be one of {FRAMINGS}")
+        board = _get(d, "board", str, where)
+        if board is not None:
+            from bootloader.layout import LayoutError, load_board
+
+            try:
+                load_board(board)
+            except LayoutError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
+        devices.append(DeviceConfig(thing, port_s, board, _get(d, "baud", int, where, 115200),
+                                    framing))
+    policy_t = data.get("policy", {})
+    signing_t = data.get("signing", {})
+    download_t = data.get("download", {})
+    for name, t in (("policy", policy_t), ("signing", signing_t), ("download", download_t)):
+        if not isinstance(t, dict):
+            raise ConfigError(f"[{name}] must be a table")
+    policy = _get(policy_t, "confirm", str, "[policy]", "device")
+    if policy not in POLICIES:
+        raise ConfigError(f"[policy]: confirm must be one of {POLICIES}, got '{policy}'")
+    state_dir = _path(base, _get(data, "state_dir", str, "top level", "state"))
+    assert state_dir is not None
+    trusted = [_path(base, t) for t in _get(signing_t, "trusted_keys", list, "[signing]", [])]
+    hosts = _get(download_t, "allowed_hosts", list, "[download]")
+    other = _get(policy_t, "other_jobs", str, "[policy]", "reject")
+    if other not in ("reject", "ignore"):
+        raise ConfigError("[policy]: other_jobs must be 'reject' or 'ignore'")
+    return BridgeConfig(
+        broker=broker,
+        devices=devices,
+        state_dir=state_dir,
+        signing_key=_path(base, _get(signing_t, "key", str, "[signing]")),
+        trusted_keys=[t for t in trusted if t is not None],
+        policy=policy,
+        confirm_timeout_s=_get(policy_t, "confirm_timeout_s", float, "[policy]", 60.0),
+        boot_timeout_s=_get(policy_t, "boot_timeout_s", float, "[policy]", 30.0),
+        step_timeout_min=_get(policy_t, "step_timeout_min", int, "[policy]"),
+        download_ca=_path(base, _get(download_t, "ca", str, "[download]")),
+        allow_http=_get(download_t, "allow_http", bool, "[download]", False),
+        allowed_hosts=[str(h) for h in hosts] if hosts else None,
+        progress_interval_s=_get(policy_t, "progress_interval_s", float, "[policy]", 5.0),
+        other_jobs=other,
+    )
+
+
+def load_config(path: str | Path) -> BridgeConfig:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {p} is not valid TOML: {exc}") from exc
+    return parse_config(data, p.resolve().parent)

@@ -1,0 +1,1 @@
+"""AWS IoT Jobs: the job documents the bridge understands, and the Jobs client."""

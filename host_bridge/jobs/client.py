@@ -1,0 +1,266 @@
+"""AWS IoT Jobs device API over MQTT (paho-mqtt), for many things on one connection.
+
+Every request carries a ``clientToken``; its reply (``/accepted`` or ``/rejected``) is
+matched by token, and the thing name in the reply's topic must be ours.  Only
+RequestThrottled, ResourceNotFound and InternalError are retried.  On every (re)connect
+the subscriptions are renewed and a ``$next/get`` is sent for each thing, so nothing
+published while the link was down is missed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from host_bridge.errors import BridgeError, ConfigError
+
+log = logging.getLogger("fota.jobs")
+
+RETRYABLE = ("RequestThrottled", "ResourceNotFound", "InternalError")
+PREFIX = "$aws/things/"
+
+
+class JobsError(BridgeError):
+    """A Jobs API request failed for good (rejected, or no reply)."""
+
+    def __init__(self, message: str, code: str = "", state: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.execution_state = state
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str
+    port: int = 8883
+    client_id: str = "fota-bridge"
+    tls: TlsConfig | None = None
+    keepalive_s: int = 60
+
+
+NextJobCallback = Callable[[str, dict[str, Any] | None], None]
+
+
+def topic_thing(topic: str) -> tuple[str, str] | None:
+    """(thing, rest) of a ``$aws/things/{thing}/jobs/{rest}`` topic."""
+    if not topic.startswith(PREFIX):
+        return None
+    thing, sep, rest = topic[len(PREFIX) :].partition("/jobs/")
+    return (thing, rest) if sep and thing else None
+
+
+class JobsClient:
+    """The device side of AWS IoT Jobs for a set of things."""
+
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        things: list[str],
+        on_next_job: NextJobCallback,
+        mqtt_factory: Callable[[str], Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.broker = broker
+        self.things = list(things)
+        self.on_next_job = on_next_job
+        self.sleep = sleep
+        self._pending: dict[str, tuple[threading.Event, list[tuple[str, dict[str, Any]]]]] = {}
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        self._client = (mqtt_factory or self._make_client)(broker.client_id)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    # -- connection ------------------------------------------------------------------
+    def _make_client(self, client_id: str) -> Any:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        tls = self.broker.tls
+        if tls is not None:
+            try:
+                c.tls_set(
+                    ca_certs=tls.ca,
+                    certfile=tls.cert,
+                    keyfile=tls.key,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"TLS setup failed: {exc}") from exc
+        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        return c
+
+    def connect(self, timeout_s: float = 15.0) -> None:
+        try:
+            self._client.connect(self.broker.host, self.broker.port, self.broker.keepalive_s)
+        except (OSError, ssl.SSLError) as exc:
+            raise JobsError(
+                f"cannot connect to MQTT broker {self.broker.host}:{self.broker.port}: {exc}"
+            ) from exc
+        self._client.loop_start()
+        if not self.connected.wait(timeout_s):
+            self._client.loop_stop()
+            raise JobsError(
+                f"MQTT broker {self.broker.host}:{self.broker.port} did not accept the "
+                f"connection within {timeout_s:g} s (check TLS certificates and client id)"
+            )
+
+    def close(self) -> None:
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            log.error("broker refused the connection: %s", reason)
+            return
+        subs = []
+        for t in self.things:
+            base = f"{PREFIX}{t}/jobs/"
+            subs += [
+                base + "notify-next",
+                base + "get/+",
+                base + "start-next/+",
+                base + "+/get/+",
+                base + "+/update/+",
+            ]
+        client.subscribe([(s, 1) for s in subs])
+        self.connected.set()
+        log.info(
+            "connected to %s:%s; %d things", self.broker.host, self.broker.port, len(self.things)
+        )
+        # Ask for the next job of every thing: catches what was published while offline.
+        for t in self.things:
+            self._publish(t, "$next/get", {"clientToken": "next-" + uuid.uuid4().hex[:12]})
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self.connected.clear()
+        log.warning("disconnected from the broker (%s); paho reconnects", reason)
+
+    # -- messages --------------------------------------------------------------------
+    def _publish(self, thing: str, suffix: str, payload: dict[str, Any]) -> None:
+        self._client.publish(f"{PREFIX}{thing}/jobs/{suffix}", json.dumps(payload), qos=1)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        parsed = topic_thing(msg.topic)
+        if parsed is None or parsed[0] not in self.things:
+            return  # not ours: the thing name is checked on every reply
+        thing, rest = parsed
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            log.warning("ignoring a non-JSON message on %s", msg.topic)
+            return
+        if not isinstance(body, dict):
+            return
+        kind = rest.rsplit("/", 1)[-1]
+        token = body.get("clientToken")
+        if isinstance(token, str) and kind in ("accepted", "rejected"):
+            with self._lock:
+                waiter = self._pending.get(token)
+            if waiter is not None:
+                waiter[1].append((kind, body))
+                waiter[0].set()
+                return
+        if rest == "notify-next" or (rest == "$next/get/accepted"):
+            execution = body.get("execution")
+            self._dispatch(thing, execution if isinstance(execution, dict) else None)
+
+    def _dispatch(self, thing: str, execution: dict[str, Any] | None) -> None:
+        try:
+            self.on_next_job(thing, execution)
+        except Exception:  # a handler bug must not kill paho's network thread
+            log.exception("next-job handler failed for %s", thing)
+
+    # -- requests --------------------------------------------------------------------
+    def request(
+        self,
+        thing: str,
+        suffix: str,
+        payload: dict[str, Any],
+        timeout_s: float = 10.0,
+        retries: int = 3,
+    ) -> dict[str, Any]:
+        """Publish a request and return the accepted reply; raise JobsError if rejected."""
+        for attempt in range(retries + 1):
+            token = uuid.uuid4().hex[:32]
+            event = threading.Event()
+            box: list[tuple[str, dict[str, Any]]] = []
+            with self._lock:
+                self._pending[token] = (event, box)
+            try:
+                self._publish(thing, suffix, {**payload, "clientToken": token})
+                got = event.wait(timeout_s)
+            finally:
+                with self._lock:
+                    self._pending.pop(token, None)
+            if not got:
+                if attempt < retries:
+                    continue
+                raise JobsError(f"no reply to {suffix} for {thing} within {timeout_s:g} s")
+            kind, body = box[0]
+            if kind == "accepted":
+                return body
+            code = str(body.get("code", ""))
+            if code in RETRYABLE and attempt < retries:
+                self.sleep(min(8.0, 0.5 * 2**attempt))
+                continue
+            raise JobsError(
+                f"{suffix} for {thing} rejected: {code}: {body.get('message', '')}".strip(),
+                code,
+                body.get("executionState"),
+            )
+        raise JobsError(f"{suffix} for {thing}: retries exhausted")
+
+    def start_next(
+        self, thing: str, details: dict[str, str], step_timeout_min: int | None = None
+    ) -> dict[str, Any] | None:
+        payload: dict[str, Any] = {"statusDetails": details}
+        if step_timeout_min:
+            payload["stepTimeoutInMinutes"] = step_timeout_min
+        body = self.request(thing, "start-next", payload)
+        execution = body.get("execution")
+        return execution if isinstance(execution, dict) else None
+
+    def describe(self, thing: str, job_id: str) -> dict[str, Any] | None:
+        body = self.request(thing, f"{job_id}/get", {"includeJobDocument": True})
+        execution = body.get("execution")
+        return execution if isinstance(execution, dict) else None
+
+    def update(
+        self,
+        thing: str,
+        job_id: str,
+        status: str,
+        details: dict[str, str] | None = None,
+        expected_version: int | None = None,
+        step_timeout_min: int | None = None,
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {"status": status, "includeJobExecutionState": True}
+        if details is not None:
+            payload["statusDetails"] = details
+        if expected_version is not None:
+            payload["expectedVersion"] = expected_version
+        if step_timeout_min:
+            payload["stepTimeoutInMinutes"] = step_timeout_min
+        return self.request(thing, f"{job_id}/update", payload)
