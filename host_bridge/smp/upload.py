@@ -90,7 +90,11 @@ def upload(
     max_retries: int = 8,
     timeout_s: float | None = None,
 ) -> UploadResult:
-    """Upload ``image`` to slot 1; return when the device has acknowledged every byte."""
+    """Upload ``image`` to slot 1; return when the device has acknowledged every byte.
+
+    If the device's hash of the finished image does not match (a corruption that got past
+    the CRC), the slot is erased and the image sent once more before giving up.
+    """
     start_t = time.monotonic()
     params = client.params() if (window is None or buf_size is None) else None
     if buf_size is None:
@@ -98,25 +102,93 @@ def upload(
     if window is None:
         window = max(1, params.buf_count - 1) if params else 1
     first_n, cont_n = chunk_sizes(buf_size, client.link.framing)
-    size = len(image)
-    sha = hashlib.sha256(image).digest()
-    first_fields: dict[str, object] = {"image": 0, "len": size, "sha": sha}
+    st = _State(len(image), first_n, cont_n, window, client.link.baudrate, timeout_s)
+    for attempt in range(2):
+        match = _run(client, image, st, upgrade, max_retries, progress)
+        if match is not False or attempt == 1:
+            break
+        client.erase(1)  # the device hashed a different image: start again, clean
+        st.restart()
+    return UploadResult(
+        st.size, st.sent_bytes, st.resumed_from, time.monotonic() - start_t, window, cont_n,
+        match, st.resyncs, st.total_retries,
+    )
+
+
+class _State:
+    """Where an upload stands, and what the line has taught it (chunk size, latency)."""
+
+    def __init__(
+        self, size: int, first_n: int, cont_n: int, window: int, baud: int,
+        timeout_s: float | None,
+    ) -> None:
+        self.size = size
+        self.first_max = self.first_n = first_n
+        self.chunk_max = self.chunk = cont_n
+        self.window = window
+        self.wire_rate = baud / 10
+        self.fixed_timeout = timeout_s
+        self.latency = 0.05  # EWMA of send -> reply time, seconds
+        self.streak = 0
+        self.sent_bytes = 0
+        self.resumed_from = 0
+        self.resyncs = 0
+        self.total_retries = 0
+        self.restart()
+
+    def restart(self) -> None:
+        self.acked = 0
+        self.next_off = 0
+        self.retries = 0  # consecutive failures, against max_retries
+        self.inflight: list[tuple[int, int, int, float]] = []  # (seq, off, len, sent at)
+
+    def timeout(self) -> float:
+        """How long to wait for the oldest reply: the window's wire time plus latency."""
+        if self.fixed_timeout is not None:
+            return self.fixed_timeout
+        wire = (self.chunk * 1.4 + 64) * (self.window + 1) / self.wire_rate
+        return min(CONT_TIMEOUT_S, max(MIN_TIMEOUT_S, wire + 4 * self.latency))
+
+    def lost(self) -> None:
+        """A chunk or its reply was lost: smaller chunks lose less on a noisy line."""
+        self.chunk = max(MIN_CHUNK, self.chunk // 2 // 8 * 8)
+        self.streak = 0
+
+    def delivered(self, sent_at: float) -> None:
+        self.latency = 0.8 * self.latency + 0.2 * (time.monotonic() - sent_at)
+        self.streak += 1
+        if self.streak >= GROW_AFTER and self.chunk < self.chunk_max:
+            self.chunk = min(self.chunk_max, self.chunk * 2)
+            self.streak = 0
+
+
+MIN_CHUNK = 64
+GROW_AFTER = 16  # deliveries in a row before the chunk size doubles again
+MIN_TIMEOUT_S = 0.3
+CONT_TIMEOUT_S = 5.0
+PROBE_AFTER_S = 1.0  # first chunk: after this, an echo tells "busy erasing" from "lost"
+
+
+def _run(
+    client: SmpClient, image: bytes, st: _State, upgrade: bool, max_retries: int,
+    progress: Progress | None,
+) -> bool | None:
+    size = st.size
+    first_fields: dict[str, object] = {
+        "image": 0, "len": size, "sha": hashlib.sha256(image).digest(),
+    }
     if upgrade:
         first_fields["upgrade"] = True
-    wire_rate = client.link.baudrate / 10
-    per_chunk_s = (cont_n * 1.4 + 64) / wire_rate
-    timeout = timeout_s if timeout_s is not None else 2.0 + per_chunk_s * (window + 1)
-    st = _State(size)
 
     def send(off: int) -> None:
-        n = first_n if off == 0 else cont_n
+        n = st.first_n if off == 0 else st.chunk
         data = image[off : off + n]
         seq = client.next_seq()
         packet = upload_packet(
             int(client.version), seq, off, data, first_fields if off == 0 else None
         )
         client.link.send(packet)
-        st.inflight.append((seq, off, len(data)))
+        st.inflight.append((seq, off, len(data), time.monotonic()))
         st.sent_bytes += len(data)
 
     # The first chunk alone: it opens (or resumes) the session and erases the slot.
@@ -125,39 +197,34 @@ def upload(
         progress(st.acked, size)
     while st.acked < size:
         try:
-            while len(st.inflight) < window and st.next_off < size:
-                send(st.next_off)
-                st.next_off = min(st.next_off + cont_n, size)
-            reply = _next_reply(client, st, timeout)
+            while len(st.inflight) < st.window and st.next_off < size:
+                off = st.next_off
+                send(off)
+                st.next_off = min(off + st.inflight[-1][2], size)
+            reply = _next_reply(client, st, st.timeout())
         except LinkError:
             # The link dropped: reconnect and ask the device where it stands (off=0 + sha).
-            st.retries += 1
-            st.total_retries += 1
-            if st.retries > max_retries:
-                raise
+            _failed(st, max_retries, "the link kept failing")
             _reconnect(client)
             match = _first_chunk(client, send, st, max_retries)
             continue
         if reply is None:
-            st.retries += 1
-            st.total_retries += 1
-            if st.retries > max_retries:
-                raise SmpTimeout(
-                    f"upload stalled at {st.acked} of {size} bytes: no reply after "
-                    f"{max_retries} retries"
-                )
+            _failed(st, max_retries, "no reply")
+            st.lost()
             _recover(client, st)
             continue
-        _seq, off, n, body = reply
+        _seq, off, n, sent_at, body = reply
         device_off = int(body.get("off", -1))
         if "match" in body:
             match = bool(body["match"])
         if device_off == off + n:
             st.acked = max(st.acked, device_off)
             st.retries = 0
+            st.delivered(sent_at)
         else:
             # The device wants another offset: everything after it in flight is void.
             st.resyncs += 1
+            st.lost()
             st.inflight.clear()
             st.acked = max(0, min(device_off, size))
             st.next_off = st.acked
@@ -165,23 +232,17 @@ def upload(
                 match = _first_chunk(client, send, st, max_retries)
         if progress:
             progress(st.acked, size)
-    return UploadResult(
-        size, st.sent_bytes, st.resumed_from, time.monotonic() - start_t, window, cont_n,
-        match, st.resyncs, st.total_retries,
-    )
+    return match
 
 
-class _State:
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.acked = 0
-        self.next_off = 0
-        self.inflight: list[tuple[int, int, int]] = []  # (seq, off, len), oldest first
-        self.sent_bytes = 0
-        self.resumed_from = 0
-        self.resyncs = 0
-        self.retries = 0  # consecutive failures, against max_retries
-        self.total_retries = 0
+def _failed(st: _State, max_retries: int, what: str) -> None:
+    st.retries += 1
+    st.total_retries += 1
+    if st.retries > max_retries:
+        raise SmpTimeout(
+            f"upload stalled at {st.acked} of {st.size} bytes: {what} after "
+            f"{max_retries} retries"
+        )
 
 
 def _first_chunk(
@@ -190,22 +251,30 @@ def _first_chunk(
     """Send off=0 until acknowledged; the reply says where the device stands.
 
     A device that took the chunk answers with its length; any other offset means it kept
-    an earlier, unfinished upload of this image (or already holds all of it) and dropped the data.
+    an earlier, unfinished upload of this image (or already holds all of it) and dropped
+    the data.  The first reply is slow on real flash (the slot is erased first), so when
+    it is late an echo is sent behind it: the device answers in order, so an echo reply
+    arriving first proves the chunk was lost, and it is re-sent at once.
     """
     match: bool | None = None
     for attempt in range(max_retries + 1):
         st.inflight.clear()
         try:
             send(0)
-            reply = _next_reply(client, st, FIRST_REPLY_TIMEOUT_S)
+            reply = _next_reply(client, st, PROBE_AFTER_S)
+            if reply is None and st.inflight:
+                reply = _probe_then_wait(client, st)
         except LinkError:
             if attempt == max_retries:
                 raise
+            st.total_retries += 1
             _reconnect(client)
             continue
         if reply is None:
+            st.total_retries += 1
+            st.first_n = max(MIN_CHUNK, st.first_n // 2 // 8 * 8)
             continue
-        _seq, _off, n, body = reply
+        _seq, _off, n, _t, body = reply
         if "match" in body:
             match = bool(body["match"])
         st.acked = min(int(body.get("off", 0)), st.size)
@@ -216,9 +285,29 @@ def _first_chunk(
     raise SmpTimeout(f"the device did not answer the first upload chunk ({max_retries} tries)")
 
 
+def _probe_then_wait(
+    client: SmpClient, st: _State
+) -> tuple[int, int, int, float, dict[str, Any]] | None:
+    """Echo probes behind the first chunk, re-sent while both stay unanswered."""
+    chunk = list(st.inflight)
+    probes: set[int] = set()
+    deadline = time.monotonic() + FIRST_REPLY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        seq = client.next_seq()
+        body = cbor2.dumps({"d": "probe"})
+        probe = HEADER.pack((int(client.version) << 3) | 2, 0, len(body), 0, seq, 0) + body
+        client.link.send(probe)
+        probes.add(seq)
+        st.inflight = chunk + [(seq, -1, 0, time.monotonic())]
+        reply = _next_reply(client, st, PROBE_AFTER_S * 2, echo_seqs=probes)
+        if reply is not None:
+            return None if reply[1] == -1 else reply  # an echo first: the chunk was lost
+    return None
+
+
 def _next_reply(
-    client: SmpClient, st: _State, timeout_s: float
-) -> tuple[int, int, int, dict[str, Any]] | None:
+    client: SmpClient, st: _State, timeout_s: float, echo_seqs: set[int] | None = None
+) -> tuple[int, int, int, float, dict[str, Any]] | None:
     """The reply to the oldest chunk in flight; stale or foreign replies are skipped."""
     deadline = time.monotonic() + timeout_s
     while st.inflight:
@@ -231,16 +320,20 @@ def _next_reply(
         if len(packet) < 8:
             continue
         op, _v, _f, _l, group, seq, cid = unpack_header(packet)
+        if echo_seqs and op == 3 and group == 0 and cid == 0 and seq in echo_seqs:
+            st.inflight.clear()
+            return seq, -1, 0, 0.0, {}
         if op != 3 or group != GROUP_IMAGE or cid != UPLOAD_ID:
             continue
-        for i, (s, off, n) in enumerate(st.inflight):
+        for i, (s, off, n, sent_at) in enumerate(st.inflight):
             if s == seq:
                 del st.inflight[: i + 1]  # replies come in order: older ones were lost
                 try:
                     body = cbor2.loads(packet[8:])
                 except (cbor2.CBORDecodeError, ValueError):
                     body = None  # check_reply reports a malformed reply
-                return seq, off, n, check_reply(body, GROUP_IMAGE, f"upload at offset {off}")
+                checked = check_reply(body, GROUP_IMAGE, f"upload at offset {off}")
+                return seq, off, n, sent_at, checked
     return None
 
 
