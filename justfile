@@ -46,3 +46,22 @@ powercut: setup
 # Check that the committed Zephyr overlays match the board layouts.
 overlays-check: setup
     "{{py}}" -m bootloader.overlay --check
+
+# Compile mcu/*.py into build/mcu-bundle/lib/mcu/*.mpy for a board's CIRCUITPY/lib (README "Direct mode").
+mcu-bundle *ARGS: setup
+    "{{py}}" -m tools.mcu_bundle {{ARGS}}
+
+# The whole system on one machine: mosquitto, the local jobs service, two virtual MCUs, the bridge.
+demo: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+        if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+            echo "demo: installing mosquitto with apt-get"
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+        else
+            echo "demo: mosquitto is missing: run 'sudo apt-get install mosquitto' and try again" >&2
+            exit 1
+        fi
+    fi
+    "{{py}}" -m tools.demo

@@ -25,7 +25,6 @@ except ImportError:
         return x
 
 
-_MAX_U64 = const(0xFFFFFFFFFFFFFFFF)
 _BREAK = const(0xFF)
 
 DEFAULT_MAX_DEPTH = const(8)
@@ -285,10 +284,10 @@ def _head(out, major, n):
     elif n < 0x10000:
         out.append(mt | 25)
         out.extend(struct.pack(">H", n))
-    elif n < 0x100000000:
+    elif n >> 32 == 0:  # shifts, not literals past 2^30: some builds lack big integers
         out.append(mt | 26)
         out.extend(struct.pack(">I", n))
-    elif n <= _MAX_U64:
+    elif n >> 64 == 0:
         out.append(mt | 27)
         out.extend(struct.pack(">Q", n))
     else:

@@ -129,7 +129,6 @@ def unpack_header(buf, offset=0):
 
 _PKT_START = b"\x06\x09"
 _PKT_CONT = b"\x04\x14"
-_NL = const(0x0A)
 _CR = const(0x0D)
 
 LINE_LIMIT = const(127)  # MCUMGR_SERIAL_MAX_FRAME: marker + base64 + newline
@@ -195,8 +194,11 @@ class ConsoleDecoder:
     line is base64-decoded on its own: a line that does not decode, a packet that decodes
     past its announced length, a length over `max_packet` + 2 and a bad CRC drop the packet.
 
-    Unlike Zephyr, a line whose base64 ends in a partial quad is refused rather than cut
-    short (no transmitter sends one); a trailing CR is allowed, as Zephyr does.
+    Base64 is checked without a per-character loop: the C decoder skips characters outside
+    the alphabet and stops at padding, so a line is refused unless its length is exactly
+    that of the canonical encoding of what came out. Unlike Zephyr, a line ending in a
+    partial quad or in spaces is refused rather than cut short; a trailing CR is allowed, as
+    Zephyr does. No transmitter sends either.
 
     The only buffers are a line buffer of `max_line` bytes, for lines split across feed()
     calls, and each packet's own bytearray, allocated once its length is announced and
@@ -335,7 +337,6 @@ class ConsoleDecoder:
 # ---------------------------------------------------------------------------------------------
 # Raw framing
 
-_TICKS_PERIOD = const(1 << 29)
 _TICKS_MASK = const((1 << 29) - 1)
 _TICKS_HALF = const(1 << 28)
 

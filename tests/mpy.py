@@ -81,8 +81,13 @@ def mpy_cross_compile(path: Path, output: Path | None = None) -> bytes:
         resolved = path.resolve()
         name = resolved.relative_to(REPO_ROOT) if resolved.is_relative_to(REPO_ROOT) else path
         proc = mpy_cross.run(
-            "-s", str(name), "-o", str(target), str(path),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            "-s",
+            str(name),
+            "-o",
+            str(target),
+            str(path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         out, err = proc.communicate(timeout=60)
         if proc.returncode != 0:

@@ -16,7 +16,7 @@ from tests.mpy import MCU_PACKAGE, GuestError, MpyCrossError, mpy_cross_compile,
 
 # Written in the subset both interpreters share: %-formatting, OrderedDict for maps whose
 # key order matters (MicroPython's dict does not keep insertion order), hex for bytes.
-PRELUDE = r'''
+PRELUDE = r"""
 import binascii
 from collections import OrderedDict
 
@@ -73,11 +73,11 @@ packets = [
             OrderedDict([("off", 2048), ("data", lcg(1000, 9))])),
     lcg(181, 10),
 ]
-'''
+"""
 
 # Each part runs in a fresh interpreter: MicroPython's heap is 1 MiB with collection off.
 PARTS = {
-    "crc_header_cbor": r'''
+    "crc_header_cbor": r"""
 print("crc", [crc16_xmodem(lcg(n, n)) for n in (0, 1, 9, 63, 64, 65, 103, 577, 1200, 2100)],
       crc16_xmodem(b"123456789"), crc16_xmodem(lcg(300, 3), 0x1234))
 hdr = sf.pack_header(sf.OP_WRITE, sf.VERSION_2, 0, 0x1234, sf.GROUP_IMAGE, 200, sf.IMG_UPLOAD)
@@ -105,14 +105,14 @@ for bad in ("", "18", "5b7fffffffffffffff", "a2616101616102", "c000", "81ff", "0
 for encoded in ("f93c00", "f9c400", "f97bff", "f90001", "f98000", "fa3fc00000",
                 "fb3ff8000000000000", "bf616101ff", "5f4201024103ff", "7f626869ff"):
     print("dec", encoded, show(cbor.decode(binascii.unhexlify(encoded))))
-''',
-    "frames": r'''
+""",
+    "frames": r"""
 for p in packets:
     wire = sf.encode_console(p)
     print("frame", hx(wire), [hx(line) for line in wire.split(b"\n")])
 print("frame64", hx(sf.encode_console(packets[3], 64)))
-''',
-    "stream": r'''
+""",
+    "stream": r"""
 def smp_style(packet):
     # How the smp package frames: the whole thing in base64, cut every 120 characters.
     crc = crc16_xmodem(packet)
@@ -139,8 +139,8 @@ for chunk in (1, 7, 64, 5000):
         got.extend(dec.feed(part[i:i + chunk]))
     print("stream", chunk, len(got), [hx(g) for g in got],
           [bytes(g) == p for g, p in zip(got, want)])
-''',
-    "raw": r'''
+""",
+    "raw": r"""
 clock = [0]
 raw = sf.RawDecoder(1100, 3000, lambda: clock[0])
 wire = b"".join([sf.encode_raw(p) for p in packets[:2]]) + packets[3] + packets[2] + packets[0]
@@ -156,7 +156,7 @@ clock[0] += 100
 print("raw_lost", raw.feed(packets[0]))
 clock[0] += 3000
 print("raw_found", [hx(g) for g in raw.feed(packets[0])])
-''',
+""",
 }
 
 

@@ -57,7 +57,7 @@ from mcu.receiver import Receiver, make_server
 BUF_SIZE: Final = 2048
 KNOWN: Final = {(0, 0), (0, 5), (0, 6), (0, 8), (1, 0), (1, 1), (1, 5), (1, 6)}
 PROPS: Final = settings(
-    max_examples=3000,
+    max_examples=150,
     deadline=timedelta(seconds=2),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -24,6 +24,7 @@ import pytest
 from smp import error as smperr
 from smp import header as smphdr
 from smp import image_management as smpimg
+from smp.os_management import EchoWriteResponse
 from smpclient import SMPClient
 from smpclient.generics import SMPRequest, TEr1, TEr2, TRep, error_v2, success
 from smpclient.requests.image_management import (
@@ -122,7 +123,7 @@ async def slots(client: SMPClient) -> dict[int, smpimg.ImageState]:
 
 
 async def reset_until(client: SMPClient, vm: Vmcu, *patterns: str) -> None:
-    """Reset over SMP and wait for each log line in turn (the reboots it causes)."""
+    """Reset over SMP, then wait for each of the log lines the reboots must print."""
     mark = vm.mark()
     await ask(client, ResetWrite())
     for pattern in patterns:
@@ -411,6 +412,20 @@ def write_within(fd: int, data: bytes, timeout_s: float) -> None:
                 view = view[os.write(fd, view) :]
 
 
+def read_until(fd: int, wanted: bytes, timeout_s: float) -> bool:
+    """Read a non-blocking fd until ``wanted`` has gone by; False once ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    seen = b""
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            with suppress(BlockingIOError):
+                seen = seen[-len(wanted) :] + os.read(fd, 65536)
+            if wanted in seen:
+                return True
+    return False
+
+
 def test_a_host_that_stops_reading_does_not_wedge_the_mcu(vm: Vmcu) -> None:
     # Thirty 2.6 KB replies nobody reads overflow the pty's buffer.  A UART would just lose
     # them: the MCU must keep reading, drop its output, and still stop cleanly on SIGTERM.
@@ -419,11 +434,21 @@ def test_a_host_that_stops_reading_does_not_wedge_the_mcu(vm: Vmcu) -> None:
     try:
         write_within(fd, requests, timeout_s=10.0)
         vm.wait_for_log(r"tx: \d+ bytes dropped")
+        # Reading again, the host gets answers again; an answered marker also tells that
+        # every request before it has been handled (they are handled in order).
+        for attempt in range(10):
+            marker = EchoWrite(d=f"marker {attempt}", sequence=200 + attempt)
+            reply = EchoWriteResponse(r=marker.d, sequence=marker.sequence)
+            write_within(fd, sf.encode_console(marker.BYTES), timeout_s=2.0)
+            if read_until(fd, sf.encode_console(reply.BYTES), timeout_s=1.0):
+                break
+        else:
+            raise AssertionError("no answer once the host reads again")
     finally:
         os.close(fd)
 
     async def go() -> None:
-        async with connected(vm) as client:  # connecting flushes the stale replies
+        async with connected(vm) as client:
             assert (await ask(client, EchoWrite(d="still here"))).r == "still here"
 
     run(go())

@@ -69,6 +69,7 @@ class Vmcu:
         self._lines: list[str] = []
         self._start_index = 0  # where the running process's lines begin in _lines
         self._eof = True
+        self._stopped = False  # the last process was stopped by us, not by itself
         self.starts = 0
 
     # -- process control ---------------------------------------------------------------
@@ -92,6 +93,7 @@ class Vmcu:
         with self._cond:
             self._start_index = len(self._lines)
             self._eof = False
+        self._stopped = False
         self._proc = subprocess.Popen(
             cmd,
             cwd=REPO_ROOT,
@@ -106,9 +108,14 @@ class Vmcu:
             target=self._read_log, args=(self._proc.stderr,), daemon=True
         )
         self._reader.start()
-        self.wait_for_log(r"boot 1:", timeout_s)
-        if not self.link.is_symlink():
-            raise VmcuError(f"booted but {self.link} is missing\n{self.log_text()}")
+        try:
+            self.wait_for_log(r"boot 1:", timeout_s)
+            if not self.link.is_symlink():
+                raise VmcuError(f"booted but {self.link} is missing\n{self.log_text()}")
+        except VmcuError:
+            if self.running:
+                self._stop(signal.SIGKILL, EXIT_TIMEOUT_S)
+            raise
 
     def _read_log(self, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
@@ -153,6 +160,7 @@ class Vmcu:
             raise VmcuError("fota-vmcu was never started")
         if proc.poll() is None:
             proc.send_signal(sig)
+            self._stopped = True
         try:
             rc = proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -166,11 +174,17 @@ class Vmcu:
         return rc
 
     def close(self) -> None:
-        """Stop the process if it runs: SIGTERM, and it must exit 0."""
+        """Stop the process: SIGTERM, and it must exit 0; it must not have died on its own."""
+        proc = self._proc
+        if proc is None:
+            return
         if self.running:
             self.terminate()
-        elif self._proc is not None and self._proc.stderr is not None:
-            self._proc.stderr.close()
+            return
+        if self._reader is not None:
+            self._reader.join(EXIT_TIMEOUT_S)
+        if not self._stopped:
+            raise VmcuError(f"fota-vmcu exited by itself with {proc.returncode}\n{self.log_text()}")
 
     def __enter__(self) -> Vmcu:
         self.start()

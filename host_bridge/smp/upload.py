@@ -18,6 +18,7 @@ check the bytes against ``smp.image_management.ImageUploadWriteRequest``.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,44 @@ DEFAULT_BUF_SIZE = 384  # Zephyr's default netbuf; used when the device has no p
 FIRST_REPLY_TIMEOUT_S = 30.0  # the first chunk erases the slot: slow on real flash
 
 Progress = Callable[[int, int], None]
+
+
+class ImageFile:
+    """An image read from its file chunk by chunk, so a 16 MiB upload never holds 16 MiB."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        self.size = os.fstat(self._f.fileno()).st_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, s: slice) -> bytes:
+        start, stop, _ = s.indices(self.size)
+        return os.pread(self._f.fileno(), max(0, stop - start), start)
+
+    def sha256(self) -> bytes:
+        h = hashlib.sha256()
+        for off in range(0, self.size, 1 << 16):
+            h.update(self[off : off + (1 << 16)])
+        return h.digest()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> ImageFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+Image = bytes | ImageFile
+
+
+def image_sha256(image: Image) -> bytes:
+    return image.sha256() if isinstance(image, ImageFile) else hashlib.sha256(image).digest()
 
 
 @dataclass
@@ -81,7 +120,7 @@ def chunk_sizes(buf_size: int, framing: str) -> tuple[int, int]:
 
 def upload(
     client: SmpClient,
-    image: bytes,
+    image: Image,
     *,
     window: int | None = None,
     buf_size: int | None = None,
@@ -90,7 +129,8 @@ def upload(
     max_retries: int = 8,
     timeout_s: float | None = None,
 ) -> UploadResult:
-    """Upload ``image`` to slot 1; return when the device has acknowledged every byte.
+    """Upload ``image`` (bytes, or an :class:`ImageFile`) to slot 1; return when the device
+    has acknowledged every byte.
 
     If the device's hash of the finished image does not match (a corruption that got past
     the CRC), the slot is erased and the image sent once more before giving up.
@@ -170,12 +210,12 @@ PROBE_AFTER_S = 1.0  # first chunk: after this, an echo tells "busy erasing" fro
 
 
 def _run(
-    client: SmpClient, image: bytes, st: _State, upgrade: bool, max_retries: int,
+    client: SmpClient, image: Image, st: _State, upgrade: bool, max_retries: int,
     progress: Progress | None,
 ) -> bool | None:
     size = st.size
     first_fields: dict[str, object] = {
-        "image": 0, "len": size, "sha": hashlib.sha256(image).digest(),
+        "image": 0, "len": size, "sha": image_sha256(image),
     }
     if upgrade:
         first_fields["upgrade"] = True

@@ -1,0 +1,233 @@
+"""A mosquitto broker for tests: started on free ports of 127.0.0.1, watched, stopped.
+
+    with Mosquitto(tmp_path) as broker:              # a plain listener on broker.port
+        ...
+    with Mosquitto(tmp_path, tls=True) as broker:    # and a TLS listener on broker.tls_port
+        broker.pki.ca, broker.pki.client("device-1")  # that requires a client certificate
+    broker.restart()                                  # SIGTERM, then start on the same ports
+
+The configuration is generated in the test's directory; the CA, the server certificate
+(127.0.0.1 and localhost) and client certificates are made with ``cryptography``.  Every wait
+is bounded: readiness (mosquitto logs "running", then a TCP connect succeeds), and the exit on
+SIGTERM.  Without mosquitto installed, starting one raises :class:`BrokerError`, so the test
+fails with that message instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Final
+
+from host_bridge.localjobs import pki
+
+HOST: Final = "127.0.0.1"
+READY_TIMEOUT_S: Final = 10.0
+EXIT_TIMEOUT_S: Final = 5.0
+CANDIDATES: Final = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
+
+
+class BrokerError(AssertionError):
+    """mosquitto is missing, or did not start or stop as the test needs."""
+
+
+def find_mosquitto() -> str:
+    found = shutil.which("mosquitto") or next(
+        (c for c in CANDIDATES if Path(c).is_file()), None
+    )
+    if found is None:
+        raise BrokerError(
+            "mosquitto is not installed: the MQTT tests need a real broker "
+            "(Debian/Ubuntu: apt-get install mosquitto; macOS: brew install mosquitto)"
+        )
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ClientCert:
+    cert: str
+    key: str
+
+
+class TestPki:
+    """A CA, the broker's server certificate, and client certificates on demand."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._ca = pki.make_ca("mosquitto test CA")
+        self.ca = str(directory / "ca.pem")
+        self._ca.write(Path(self.ca), directory / "ca.key")
+        self.server_cert = str(directory / "server.pem")
+        self.server_key = str(directory / "server.key")
+        pki.make_leaf(self._ca, "mosquitto", hosts=("127.0.0.1", "localhost")).write(
+            Path(self.server_cert), Path(self.server_key)
+        )
+
+    def client(self, name: str) -> ClientCert:
+        cert, key = self.directory / f"{name}.pem", self.directory / f"{name}.key"
+        if not cert.exists():
+            pki.make_leaf(self._ca, name, client=True).write(cert, key)
+        return ClientCert(str(cert), str(key))
+
+
+class Mosquitto:
+    """One mosquitto process with its configuration in ``directory``."""
+
+    def __init__(self, directory: Path, *, tls: bool = False) -> None:
+        self.directory = directory
+        self.executable = find_mosquitto()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.host = HOST
+        self.port = free_port()
+        self.pki: TestPki | None = TestPki(directory / "pki") if tls else None
+        self.tls_port: int | None = free_port() if tls else None
+        self.config = directory / "mosquitto.conf"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._lines: list[str] = []
+        self._start_index = 0
+        self.starts = 0
+
+    def write_config(self) -> None:
+        lines = [
+            "per_listener_settings false",
+            "allow_anonymous true",
+            "persistence false",
+            "log_dest stderr",
+            f"log_dest file {self.directory / 'mosquitto.log'}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            f"user {getpass.getuser()}",
+            f"listener {self.port} {self.host}",
+        ]
+        if self.pki is not None:
+            lines += [
+                f"listener {self.tls_port} {self.host}",
+                f"cafile {self.pki.ca}",
+                f"certfile {self.pki.server_cert}",
+                f"keyfile {self.pki.server_key}",
+                "require_certificate true",
+            ]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    # -- process control -------------------------------------------------------------------
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        if self.running:
+            raise BrokerError("mosquitto is already running")
+        self.write_config()
+        with self._cond:
+            self._start_index = len(self._lines)
+        self._proc = subprocess.Popen(
+            [self.executable, "-c", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.starts += 1
+        assert self._proc.stderr is not None
+        self._reader = threading.Thread(target=self._read_log, args=(self._proc.stderr,),
+                                        daemon=True)
+        self._reader.start()
+        self.wait_for_log(" running", timeout_s)
+        for port in (self.port, self.tls_port):
+            if port is not None:
+                try:
+                    socket.create_connection((self.host, port), timeout=timeout_s).close()
+                except OSError as exc:
+                    raise BrokerError(f"mosquitto does not accept on {port}: {exc}\n"
+                                      f"{self.log_text()}") from exc
+
+    def _read_log(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            with self._cond:
+                self._lines.append(raw.decode("utf-8", "replace").rstrip())
+                self._cond.notify_all()
+        stream.close()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for_log(self, text: str, timeout_s: float = READY_TIMEOUT_S) -> str:
+        """The first line of the current run that contains ``text``."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for line in self._lines[self._start_index:]:
+                    if text in line:
+                        return line
+                if not self.running:
+                    raise BrokerError(f"mosquitto exited before logging {text!r}\n"
+                                      f"{self.log_text()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BrokerError(f"mosquitto did not log {text!r} within {timeout_s} s\n"
+                                      f"{self.log_text()}")
+                self._cond.wait(min(left, 0.5))
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout_s: float = EXIT_TIMEOUT_S) -> None:
+        """SIGTERM, then a bounded wait (SIGKILL and BrokerError if it does not exit)."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+            raise BrokerError(f"mosquitto ignored SIGTERM for {timeout_s} s\n"
+                              f"{self.log_text()}") from None
+        finally:
+            if self._reader is not None:
+                self._reader.join(timeout_s)
+
+    def restart(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Stop, then start again on the same ports."""
+        self.stop()
+        self.start(timeout_s)
+
+    def log_text(self) -> str:
+        with self._cond:
+            return "\n".join(self._lines[-40:])
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.stop()
+            return
+        with contextlib.suppress(BrokerError):  # do not mask the test's own failure
+            self.stop()
