@@ -145,6 +145,7 @@ class VirtualMcu:
         if self.link.is_symlink() or self.link.exists():
             self.link.unlink()
         self.link.symlink_to(slave_name)
+        self.slave_name = slave_name
         self.port = PacedPort(master, args.baud)
 
     def log(self, msg: str) -> None:
@@ -217,7 +218,8 @@ class VirtualMcu:
 
     def close(self) -> None:
         try:
-            if self.link.is_symlink():
+            # Only our own link: a newer device may already have taken over this path.
+            if self.link.is_symlink() and os.readlink(self.link) == self.slave_name:
                 self.link.unlink()
         except OSError:
             pass

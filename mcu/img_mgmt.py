@@ -262,10 +262,51 @@ class ImageGroup:
         if len(sha) == 32 and self._slot_hash(size) == sha:
             # CONFIG_IMG_ENABLE_IMAGE_CHECK: the slot already holds this image.
             return {"off": size, "match": True}
+        up = self._recover(size, sha, data)
+        if up is not None:
+            self.upload = up
+            return {"off": up.off}
         self._erase_for(size)
         up = Upload(size, sha, self.secondary.write_size)
         self.upload = up
         return self._write_chunk(up, data)
+
+    def _recover(self, size: int, sha: bytes, first: "Any") -> "Optional[Upload]":
+        """Pick up an upload that a reset cut short, from what reached the flash.
+
+        An extension of Zephyr's behaviour (which starts over after a reset): if the slot
+        starts with this request's first chunk and its trailer is untouched, the upload
+        resumes after the last programmed write block.  The image hash the host sends
+        (``sha``) is checked when the upload completes, so a wrong guess is caught there.
+        """
+        a = self.secondary
+        if len(sha) != 32 or len(first) < mb.HEADER_SIZE or size <= len(first):
+            return None
+        if mb.read_swap_state(a, self.max_align).magic != mb.MAGIC_UNSET:
+            return None
+        if a.read(0, len(first)) != bytes(first):
+            return None
+        ws = a.write_size
+        ev = a.erased_val
+        end = min((size + ws - 1) // ws * ws, a.size)
+        pos = end
+        step = 256
+        while pos > 0:
+            start = max(0, pos - step)
+            block = a.read(start, pos - start)
+            i = len(block) - 1
+            while i >= 0 and block[i] == ev:
+                i -= 1
+            if i >= 0:
+                pos = start + i + 1
+                break
+            pos = start
+        resume = (pos + ws - 1) // ws * ws
+        if resume <= len(first) or resume >= size:
+            return None
+        up = Upload(size, sha, ws)
+        up.off = up.flushed = resume
+        return up
 
     def _erase_for(self, size: int) -> None:
         """Erase the sectors the image needs and the trailer's sectors (img_mgmt_erase)."""

@@ -413,3 +413,54 @@ def test_slot_info(tiny: Layout, imgs: Imgs) -> None:
     assert [s["size"] for s in image["slots"]] == [tiny.slot0.size, tiny.slot1.size]
     # swap-move: the secondary less its trailer's sector (the primary also has a spare one)
     assert image["max_image_size"] == tiny.slot1.size - tiny.sector_size
+
+
+def _reboot(dev: Device) -> Device:
+    """A reset: RAM (the upload session) is lost, the flash is kept."""
+    new = Device(dev.layout, None)
+    new.primary, new.secondary = dev.primary, dev.secondary
+    new.server = make_server(
+        dev.primary,
+        dev.secondary,
+        lambda: None,
+        dev.layout.max_align,
+        dev.layout.trailer_size(),
+        dev.layout.mode,
+    )
+    return new
+
+
+def test_an_upload_cut_by_a_reset_resumes_from_flash(tiny: Layout, imgs: Imgs) -> None:
+    dev = Device(tiny, imgs.v1)
+    image, chunk = imgs.v2, 500
+    digest = sha256(image).digest()
+    rsp = dev.ok(ImageUploadWrite(off=0, data=image[:chunk], len=len(image), sha=digest))
+    for _ in range(2):
+        off = rsp["off"]
+        rsp = dev.ok(ImageUploadWrite(off=off, data=image[off : off + chunk]))
+    written = rsp["off"]
+    dev = _reboot(dev)
+    rsp = dev.ok(ImageUploadWrite(off=0, data=image[:chunk], len=len(image), sha=digest))
+    resumed = rsp["off"]
+    ws = tiny.write_size
+    assert chunk < resumed <= written and resumed % ws == 0
+    assert written - resumed < ws  # only the unflushed tail is lost
+    for _ in range(len(image) // chunk + 2):
+        off = rsp["off"]
+        if off == len(image):
+            break
+        rsp = dev.ok(ImageUploadWrite(off=off, data=image[off : off + chunk]))
+    assert rsp == {"off": len(image), "match": True}
+    assert dev.secondary.read(0, len(image)) == image
+
+
+def test_a_different_image_after_a_reset_starts_over(tiny: Layout, imgs: Imgs) -> None:
+    dev = Device(tiny, imgs.v1)
+    first = imgs.v2
+    dev.ok(ImageUploadWrite(off=0, data=first[:500], len=len(first), sha=sha256(first).digest()))
+    dev = _reboot(dev)
+    other = imgs.v3
+    rsp = dev.ok(
+        ImageUploadWrite(off=0, data=other[:500], len=len(other), sha=sha256(other).digest())
+    )
+    assert rsp["off"] == 500  # a fresh session: the first chunk was taken, nothing resumed
