@@ -9,8 +9,8 @@ MCUboot itself would treat the partitions (see ``boot_slots_compatible`` and
 from __future__ import annotations
 
 import tomllib
-from itertools import pairwise
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final
 

@@ -38,7 +38,9 @@ def booted(capsys: pytest.CaptureFixture[str], files: dict[str, str], *extra: st
     return doc
 
 
-def test_test_revert_confirm_sequence(capsys: pytest.CaptureFixture[str], files: dict[str, str]) -> None:
+def test_test_revert_confirm_sequence(
+    capsys: pytest.CaptureFixture[str], files: dict[str, str]
+) -> None:
     assert run(capsys, *fb(files), "load", "0", files["v1"])[0] == 0
     assert run(capsys, *fb(files), "load", "1", files["v2"])[0] == 0
     assert run(capsys, *fb(files), "pending")[0] == 0

@@ -33,5 +33,5 @@ def test_imgtool_args_carry_the_layout() -> None:
 
 
 def test_unknown_board_names_the_known_ones() -> None:
-    with pytest.raises(LayoutError, match="unknown board 'nope'.*tiny"):
+    with pytest.raises(LayoutError, match=r"unknown board 'nope'.*tiny"):
         load_board("nope")

@@ -129,7 +129,7 @@ def _dumpinfo(tmp_path: Path, raw: bytes, image: bytes) -> dict[str, Any]:
 
 def _find_trailer(doc: Any) -> dict[str, Any]:
     if isinstance(doc, dict):
-        if "image_ok" in doc or "magic" in doc and "swap_info" in doc:
+        if "image_ok" in doc or ("magic" in doc and "swap_info" in doc):
             return doc
         for v in doc.values():
             found = _find_trailer(v)

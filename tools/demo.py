@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                                     str(work / f"{thing}.flash"), "--link", str(link),
                                     "--baud", str(BAUD), "--load", str(images["1.0.0"])])
                 devices[thing] = link
-            for thing, link in devices.items():
+            for thing in devices:
                 wait_for(thing, lambda p=thing: "boot 1:" in (logs / f"{p}.log").read_text(),
                          15, procs)
             say(f"demo: 2 virtual MCUs (board {BOARD}, {BAUD} baud) running v1.0.0")

@@ -135,10 +135,13 @@ def boot(
             swap_type = strategy.perform(ctx, bs)
             if layout.overwrite_only and swap_type != mb.SWAP_NONE:
                 ctx.say("overwrite-only: secondary copied over the primary")
-        elif swap_type == mb.SWAP_FAIL and not layout.overwrite_only:
+        elif (
+            swap_type == mb.SWAP_FAIL
+            and not layout.overwrite_only
+            and ctx.state(ctx.pri).image_ok == mb.FLAG_UNSET
+        ):
             # The secondary was bad: mark the primary OK so MCUboot stops retrying.
-            if ctx.state(ctx.pri).image_ok == mb.FLAG_UNSET:
-                mb.write_image_ok(ctx.pri, layout.max_align)
+            mb.write_image_ok(ctx.pri, layout.max_align)
     name = mb.SWAP_NAMES.get(swap_type, "panic")
     ok, reason = validate_slot(ctx, ctx.pri)
     if not ok:

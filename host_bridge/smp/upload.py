@@ -338,7 +338,7 @@ def _probe_then_wait(
         probe = HEADER.pack((int(client.version) << 3) | 2, 0, len(body), 0, seq, 0) + body
         client.link.send(probe)
         probes.add(seq)
-        st.inflight = chunk + [(seq, -1, 0, time.monotonic())]
+        st.inflight = [*chunk, (seq, -1, 0, time.monotonic())]
         reply = _next_reply(client, st, PROBE_AFTER_S * 2, echo_seqs=probes)
         if reply is not None:
             return None if reply[1] == -1 else reply  # an echo first: the chunk was lost
