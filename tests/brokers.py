@@ -33,7 +33,12 @@ from host_bridge.localjobs import pki
 HOST: Final = "127.0.0.1"
 READY_TIMEOUT_S: Final = 10.0
 EXIT_TIMEOUT_S: Final = 5.0
-CANDIDATES: Final = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
+PORT_ATTEMPTS: Final = 3
+CANDIDATES: Final = (
+    "/usr/sbin/mosquitto",
+    "/usr/local/sbin/mosquitto",
+    "/opt/homebrew/sbin/mosquitto",
+)
 
 
 class BrokerError(AssertionError):
@@ -41,9 +46,7 @@ class BrokerError(AssertionError):
 
 
 def find_mosquitto() -> str:
-    found = shutil.which("mosquitto") or next(
-        (c for c in CANDIDATES if Path(c).is_file()), None
-    )
+    found = shutil.which("mosquitto") or next((c for c in CANDIDATES if Path(c).is_file()), None)
     if found is None:
         raise BrokerError(
             "mosquitto is not installed: the MQTT tests need a real broker "
@@ -134,6 +137,22 @@ class Mosquitto:
 
     # -- process control -------------------------------------------------------------------
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Start and wait until every listener accepts.  On the first start only, ports
+        another process took since :func:`free_port` chose them are chosen again (at most
+        PORT_ATTEMPTS times); a restart keeps its ports."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start(timeout_s)
+                return
+            except BrokerError:
+                in_use = "Address already in use" in self.log_text(10)
+                if self.starts > 1 or not in_use or attempt == PORT_ATTEMPTS:
+                    raise
+                self.starts = 0
+                self.port = free_port()
+                self.tls_port = free_port() if self.tls_port is not None else None
+
+    def _start(self, timeout_s: float) -> None:
         if self.running:
             raise BrokerError("mosquitto is already running")
         self.write_config()
@@ -147,8 +166,9 @@ class Mosquitto:
         )
         self.starts += 1
         assert self._proc.stderr is not None
-        self._reader = threading.Thread(target=self._read_log, args=(self._proc.stderr,),
-                                        daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_log, args=(self._proc.stderr,), daemon=True
+        )
         self._reader.start()
         self.wait_for_log(" running", timeout_s)
         for port in (self.port, self.tls_port):
@@ -156,8 +176,9 @@ class Mosquitto:
                 try:
                     socket.create_connection((self.host, port), timeout=timeout_s).close()
                 except OSError as exc:
-                    raise BrokerError(f"mosquitto does not accept on {port}: {exc}\n"
-                                      f"{self.log_text()}") from exc
+                    raise BrokerError(
+                        f"mosquitto does not accept on {port}: {exc}\n{self.log_text(40)}"
+                    ) from exc
 
     def _read_log(self, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
@@ -173,16 +194,18 @@ class Mosquitto:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while True:
-                for line in self._lines[self._start_index:]:
+                for line in self._lines[self._start_index :]:
                     if text in line:
                         return line
                 if not self.running:
-                    raise BrokerError(f"mosquitto exited before logging {text!r}\n"
-                                      f"{self.log_text()}")
+                    raise BrokerError(
+                        f"mosquitto exited before logging {text!r}\n{self.log_text(40)}"
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise BrokerError(f"mosquitto did not log {text!r} within {timeout_s} s\n"
-                                      f"{self.log_text()}")
+                    raise BrokerError(
+                        f"mosquitto did not log {text!r} within {timeout_s} s\n{self.log_text(40)}"
+                    )
                 self._cond.wait(min(left, 0.5))
 
     @property
@@ -201,8 +224,9 @@ class Mosquitto:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout_s)
-            raise BrokerError(f"mosquitto ignored SIGTERM for {timeout_s} s\n"
-                              f"{self.log_text()}") from None
+            raise BrokerError(
+                f"mosquitto ignored SIGTERM for {timeout_s} s\n{self.log_text(40)}"
+            ) from None
         finally:
             if self._reader is not None:
                 self._reader.join(timeout_s)
@@ -212,9 +236,10 @@ class Mosquitto:
         self.stop()
         self.start(timeout_s)
 
-    def log_text(self) -> str:
+    def log_text(self, last: int | None = None) -> str:
+        """The log of every run so far (its ``last`` lines only, when given)."""
         with self._cond:
-            return "\n".join(self._lines[-40:])
+            return "\n".join(self._lines if last is None else self._lines[-last:])
 
     def __enter__(self) -> Mosquitto:
         self.start()

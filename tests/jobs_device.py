@@ -57,8 +57,9 @@ class JobsDevice:
         self.client.on_message = self._on_message
         self.client.on_disconnect = lambda *a: self.disconnected.set()
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
-                    props: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
         if rc.is_failure:
             self.refused = str(rc)
             return
@@ -84,8 +85,9 @@ class JobsDevice:
         self.client.loop_start()
         if not self.subscribed.wait(timeout_s):
             self.close()
-            raise AssertionError(f"{self.thing}: not subscribed within {timeout_s} s "
-                                 f"(refused: {self.refused})")
+            raise AssertionError(
+                f"{self.thing}: not subscribed within {timeout_s} s (refused: {self.refused})"
+            )
         return self
 
     def close(self) -> None:
@@ -123,7 +125,9 @@ class JobsDevice:
             return self._queue(topic).qsize()
 
     def request(
-        self, suffix: str, body: dict[str, Any] | bytes | None = None,
+        self,
+        suffix: str,
+        body: dict[str, Any] | bytes | None = None,
         timeout_s: float = WAIT_S,
     ) -> tuple[str, Any]:
         """Publish a request; ("accepted" | "rejected", reply) for it."""
@@ -133,8 +137,10 @@ class JobsDevice:
         try:
             kind, reply = replies.get(timeout=timeout_s)
         except queue.Empty:
-            raise AssertionError(f"{self.thing}: no reply to {suffix} within {timeout_s} s; "
-                                 f"got {[t for t, _ in self.received]}") from None
+            raise AssertionError(
+                f"{self.thing}: no reply to {suffix} within {timeout_s} s; "
+                f"got {[t for t, _ in self.received]}"
+            ) from None
         with self._lock:  # the same reply also waits on its own topic's queue: take it off
             self._queue(f"{self.prefix}{suffix}/{kind}").get_nowait()
         return kind, reply

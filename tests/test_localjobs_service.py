@@ -28,8 +28,12 @@ from host_bridge.localjobs.store import JobStore
 
 T0 = 1_700_000_000.0
 PLACEHOLDER_URL = "https://127.0.0.1:8443/files/app-1.2.3.bin"
-DOC = {"operation": "fota", "version": "1.2.3", "size": 3,
-       "url": "${aws:iot:s3-presigned-url:" + PLACEHOLDER_URL + "}"}
+DOC = {
+    "operation": "fota",
+    "version": "1.2.3",
+    "size": 3,
+    "url": "${aws:iot:s3-presigned-url:" + PLACEHOLDER_URL + "}",
+}
 
 
 class FakeClock:
@@ -83,18 +87,17 @@ class Rig:
     def device(self, thing: str) -> JobsDevice:
         return JobsDevice(self.broker.host, self.broker.port, thing).connect()
 
-    def create(self, job_id: str, things: list[str], doc: dict[str, Any] = DOC,
-               **kw: Any) -> None:
+    def create(self, job_id: str, things: list[str], doc: dict[str, Any] = DOC, **kw: Any) -> None:
         self.store.create_job(job_id, things, json.dumps(doc), **kw)
         self.service.publish_changes()
 
 
-def make_rig(tmp_path: Path, broker: Mosquitto, store_cls: type[JobStore] = JobStore,
-             **kw: Any) -> Rig:
+def make_rig(
+    tmp_path: Path, broker: Mosquitto, store_cls: type[JobStore] = JobStore, **kw: Any
+) -> Rig:
     clock = FakeClock()
     store = store_cls(tmp_path / "jobs.sqlite3", clock)
-    service = JobsService(store, broker.host, broker.port, clock=clock, poll_interval_s=0.05,
-                          **kw)
+    service = JobsService(store, broker.host, broker.port, clock=clock, poll_interval_s=0.05, **kw)
     service.start()
     return Rig(store, service, clock, broker)
 
@@ -112,8 +115,12 @@ def test_get_start_next_and_next_get(rig: Rig) -> None:
     with rig.device("dev-a") as dev:
         kind, reply = dev.request("get", {"clientToken": "c1"})
         assert kind == "accepted"
-        assert reply == {"inProgressJobs": [], "queuedJobs": [], "clientToken": "c1",
-                         "timestamp": int(T0)}
+        assert reply == {
+            "inProgressJobs": [],
+            "queuedJobs": [],
+            "clientToken": "c1",
+            "timestamp": int(T0),
+        }
         kind, reply = dev.request("start-next", {"clientToken": "c2"})
         assert (kind, reply) == ("accepted", {"clientToken": "c2", "timestamp": int(T0)})
         kind, reply = dev.request("$next/get")
@@ -134,15 +141,25 @@ def test_get_start_next_and_next_get(rig: Rig) -> None:
         assert "jobDocument" not in reply["execution"]
 
         for expected in ("third", "first", "second"):  # IN_PROGRESS first, then by creation
-            kind, reply = dev.request("start-next", {"statusDetails": {"phase": "start"},
-                                                     "stepTimeoutInMinutes": 5})
+            kind, reply = dev.request(
+                "start-next", {"statusDetails": {"phase": "start"}, "stepTimeoutInMinutes": 5}
+            )
             ex = reply["execution"]
             assert (kind, ex["jobId"], ex["status"], ex["thingName"]) == (
-                "accepted", expected, "IN_PROGRESS", "dev-a")
+                "accepted",
+                expected,
+                "IN_PROGRESS",
+                "dev-a",
+            )
             assert ex["statusDetails"] == {"phase": "start"}
             assert ex["approximateSecondsBeforeTimedOut"] == 300
-            assert {"queuedAt", "startedAt", "lastUpdatedAt", "versionNumber",
-                    "executionNumber"} <= set(ex)
+            assert {
+                "queuedAt",
+                "startedAt",
+                "lastUpdatedAt",
+                "versionNumber",
+                "executionNumber",
+            } <= set(ex)
             kind, _ = dev.request(f"{expected}/update", {"status": "SUCCEEDED"})
             assert kind == "accepted"
         kind, reply = dev.request("start-next")
@@ -152,14 +169,23 @@ def test_get_start_next_and_next_get(rig: Rig) -> None:
 def test_update_accepted_reply(rig: Rig) -> None:
     rig.create("j1", ["dev-b"])
     with rig.device("dev-b") as dev:
-        kind, reply = dev.request("j1/update", {
-            "status": "IN_PROGRESS", "statusDetails": {"progress": "1/4"}, "expectedVersion": 1,
-            "includeJobExecutionState": True, "includeJobDocument": True, "clientToken": "u1",
-        })
+        kind, reply = dev.request(
+            "j1/update",
+            {
+                "status": "IN_PROGRESS",
+                "statusDetails": {"progress": "1/4"},
+                "expectedVersion": 1,
+                "includeJobExecutionState": True,
+                "includeJobDocument": True,
+                "clientToken": "u1",
+            },
+        )
         assert kind == "accepted"
-        assert reply["executionState"] == {"status": "IN_PROGRESS",
-                                           "statusDetails": {"progress": "1/4"},
-                                           "versionNumber": 2}
+        assert reply["executionState"] == {
+            "status": "IN_PROGRESS",
+            "statusDetails": {"progress": "1/4"},
+            "versionNumber": 2,
+        }
         assert reply["jobDocument"]["url"].startswith(PLACEHOLDER_URL + "?X-Amz-Signature=")
         assert reply["clientToken"] == "u1" and reply["timestamp"] == int(T0)
         # AWS's embedded SDK sends numbers as strings
@@ -171,11 +197,12 @@ def test_update_accepted_reply(rig: Rig) -> None:
 def test_rejections_carry_aws_error_codes(rig: Rig) -> None:
     rig.create("j1", ["dev-c"])
     with rig.device("dev-c") as dev:
+
         def rejected(suffix: str, body: Any, code: str) -> dict[str, Any]:
             kind, reply = dev.request(suffix, body)
             assert (kind, reply["code"]) == ("rejected", code), reply
             assert reply["timestamp"] == int(T0) and reply["message"]
-            return reply
+            return dict(reply)
 
         r = rejected("no-such-api", {"clientToken": "x1"}, m.INVALID_TOPIC)
         assert r["clientToken"] == "x1"
@@ -185,27 +212,31 @@ def test_rejections_carry_aws_error_codes(rig: Rig) -> None:
         r = rejected("j1/update", {"clientToken": "x2"}, m.INVALID_REQUEST)  # no status
         assert r["clientToken"] == "x2" and "executionState" not in r
         rejected("j1/update", {"status": "QUEUED"}, m.INVALID_REQUEST)
-        rejected("j1/update", {"status": "IN_PROGRESS", "statusDetails": {"k": ""}},
-                 m.INVALID_REQUEST)
-        rejected("j1/update", {"status": "IN_PROGRESS", "expectedVersion": "one"},
-                 m.INVALID_REQUEST)
-        rejected("j1/update", {"status": "IN_PROGRESS", "includeJobDocument": "yes"},
-                 m.INVALID_REQUEST)
-        rejected("j1/update", {"status": "IN_PROGRESS", "clientToken": "x" * 65},
-                 m.INVALID_REQUEST)
+        rejected(
+            "j1/update", {"status": "IN_PROGRESS", "statusDetails": {"k": ""}}, m.INVALID_REQUEST
+        )
+        rejected(
+            "j1/update", {"status": "IN_PROGRESS", "expectedVersion": "one"}, m.INVALID_REQUEST
+        )
+        rejected(
+            "j1/update", {"status": "IN_PROGRESS", "includeJobDocument": "yes"}, m.INVALID_REQUEST
+        )
+        rejected("j1/update", {"status": "IN_PROGRESS", "clientToken": "x" * 65}, m.INVALID_REQUEST)
         rejected("start-next", {"stepTimeoutInMinutes": 0}, m.INVALID_REQUEST)
         rejected("$next/update", {"status": "IN_PROGRESS"}, m.INVALID_REQUEST)
         rejected("nope/update", {"status": "IN_PROGRESS"}, m.RESOURCE_NOT_FOUND)
         rejected("nope/get", {}, m.RESOURCE_NOT_FOUND)
-        r = rejected("j1/update", {"status": "IN_PROGRESS", "expectedVersion": 7},
-                     m.VERSION_MISMATCH)
-        assert r["executionState"] == {"status": "QUEUED", "statusDetails": {},
-                                       "versionNumber": 1}
-        kind, _ = dev.request("j1/update", {"status": "FAILED",
-                                            "statusDetails": {"reason": "hash mismatch"}})
+        r = rejected(
+            "j1/update", {"status": "IN_PROGRESS", "expectedVersion": 7}, m.VERSION_MISMATCH
+        )
+        assert r["executionState"] == {"status": "QUEUED", "statusDetails": {}, "versionNumber": 1}
+        kind, _ = dev.request(
+            "j1/update", {"status": "FAILED", "statusDetails": {"reason": "hash mismatch"}}
+        )
         assert kind == "accepted"
-        r = rejected("j1/update", {"status": "SUCCEEDED", "clientToken": "x3"},
-                     m.INVALID_STATE_TRANSITION)
+        r = rejected(
+            "j1/update", {"status": "SUCCEEDED", "clientToken": "x3"}, m.INVALID_STATE_TRANSITION
+        )
         assert r["executionState"]["status"] == "FAILED" and r["clientToken"] == "x3"
         rejected("j1/get", {}, m.TERMINAL_STATE_REACHED)
 
@@ -224,7 +255,10 @@ def test_store_failure_is_internal_error(tmp_path: Path, broker: Mosquitto) -> N
         with r.device("dev-d") as dev:
             kind, reply = dev.request("j1/update", {"status": "IN_PROGRESS", "clientToken": "e"})
             assert (kind, reply["code"], reply["clientToken"]) == (
-                "rejected", m.INTERNAL_ERROR, "e")
+                "rejected",
+                m.INTERNAL_ERROR,
+                "e",
+            )
             assert "disk" not in reply["message"]  # internals stay in the log
             kind, _ = dev.request("get")  # the service lives on
             assert kind == "accepted"
@@ -242,7 +276,10 @@ def test_throttling(tmp_path: Path, broker: Mosquitto) -> None:
             assert dev.request("get")[0] == "accepted"
             kind, reply = dev.request("get", {"clientToken": "slow"})
             assert (kind, reply["code"], reply["clientToken"]) == (
-                "rejected", m.REQUEST_THROTTLED, "slow")
+                "rejected",
+                m.REQUEST_THROTTLED,
+                "slow",
+            )
             assert other.request("get")[0] == "accepted"  # buckets are per thing
             clock.advance(1.0)
             assert dev.request("get")[0] == "accepted"
@@ -274,8 +311,12 @@ def test_notify_and_notify_next_follow_the_queue(rig: Rig) -> None:
         assert [j["jobId"] for j in note["jobs"]["IN_PROGRESS"]] == ["j2"]
 
         # a progress update of the same execution changes neither
-        assert dev.request("j2/update", {"status": "IN_PROGRESS",
-                                         "statusDetails": {"progress": "2/4"}})[0] == "accepted"
+        assert (
+            dev.request(
+                "j2/update", {"status": "IN_PROGRESS", "statusDetails": {"progress": "2/4"}}
+            )[0]
+            == "accepted"
+        )
         # cancel j1 (QUEUED): the list changes, next does not
         rig.store.cancel_job("j1")
         rig.service.publish_changes()
@@ -303,8 +344,9 @@ def test_cancel_of_the_next_job_moves_notify_next(rig: Rig) -> None:
 
 
 def test_step_timeout_is_swept_and_notified(rig: Rig) -> None:
-    rig.create("j1", ["dev-i"])
     with rig.device("dev-i") as dev:
+        rig.create("j1", ["dev-i"])
+        assert dev.expect("notify-next")["execution"]["status"] == "QUEUED"
         kind, reply = dev.request("start-next", {"stepTimeoutInMinutes": 1})
         assert reply["execution"]["approximateSecondsBeforeTimedOut"] == 60
         rig.clock.advance(60)
@@ -312,7 +354,10 @@ def test_step_timeout_is_swept_and_notified(rig: Rig) -> None:
         assert dev.expect("notify-next") == {"timestamp": int(T0 + 60)}
         kind, reply = dev.request("j1/update", {"status": "SUCCEEDED"})
         assert (kind, reply["code"], reply["executionState"]["status"]) == (
-            "rejected", m.INVALID_STATE_TRANSITION, "TIMED_OUT")
+            "rejected",
+            m.INVALID_STATE_TRANSITION,
+            "TIMED_OUT",
+        )
 
 
 def test_changes_made_by_another_process_reach_devices(rig: Rig, tmp_path: Path) -> None:
@@ -338,13 +383,16 @@ def test_pending_jobs_are_announced_on_start(tmp_path: Path, broker: Mosquitto) 
 
 # -- presigned URLs ----------------------------------------------------------------------------
 def test_presigned_placeholder_is_signed_afresh_on_every_delivery(rig: Rig) -> None:
-    nested = {"files": [{"url": DOC["url"]}, {"url": "https://elsewhere/x.bin"}],
-              "note": "see ${aws:iot:s3-presigned-url:https://127.0.0.1:1/files/a}"}
+    nested = {
+        "files": [{"url": DOC["url"]}, {"url": "https://elsewhere/x.bin"}],
+        "note": "see ${aws:iot:s3-presigned-url:https://127.0.0.1:1/files/a}",
+    }
     rig.create("j1", ["dev-l"], nested)
     with rig.device("dev-l") as dev:
         urls = []
         for _ in range(2):
             kind, reply = dev.request("j1/get")
+            assert kind == "accepted"
             doc = reply["execution"]["jobDocument"]
             assert doc["files"][1]["url"] == "https://elsewhere/x.bin"
             assert doc["note"].startswith("see https://127.0.0.1:1/files/a?X-Amz-Signature=")
@@ -362,6 +410,7 @@ def test_without_a_signer_the_placeholder_becomes_the_bare_url(
         r.create("j1", ["dev-m"])
         with r.device("dev-m") as dev:
             kind, reply = dev.request("start-next")
+            assert kind == "accepted"
             assert reply["execution"]["jobDocument"]["url"] == PLACEHOLDER_URL
     finally:
         r.service.stop()
@@ -371,9 +420,13 @@ def test_without_a_signer_the_placeholder_becomes_the_bare_url(
 # -- isolation ---------------------------------------------------------------------------------
 def test_a_device_gets_only_its_own_replies(rig: Rig) -> None:
     rig.create("j1", ["dev-n", "dev-o"])
-    with rig.device("dev-n") as a, rig.device("dev-o") as b, JobsDevice(
-        rig.broker.host, rig.broker.port, "spy", subscribe="$aws/things/+/jobs/#"
-    ).connect() as spy:
+    with (
+        rig.device("dev-n") as a,
+        rig.device("dev-o") as b,
+        JobsDevice(
+            rig.broker.host, rig.broker.port, "spy", subscribe="$aws/things/+/jobs/#"
+        ).connect() as spy,
+    ):
         kind, reply = b.request("j1/update", {"status": "IN_PROGRESS", "clientToken": "b"})
         assert kind == "accepted"
         # a's own request is answered after b's, by the same publisher: had b's reply been
@@ -382,12 +435,13 @@ def test_a_device_gets_only_its_own_replies(rig: Rig) -> None:
         assert reply["clientToken"] == "a"
         assert reply["queuedJobs"][0]["jobId"] == "j1" and not reply["inProgressJobs"]
         assert all(t.startswith("$aws/things/dev-n/") for t, _ in a.received)
-        assert not any(isinstance(p, dict) and p.get("clientToken") == "b"
-                       for _, p in a.received)
+        assert not any(isinstance(p, dict) and p.get("clientToken") == "b" for _, p in a.received)
         spy.expect("$aws/things/dev-n/jobs/get/accepted")
         replies = [t for t, _ in spy.received if t.endswith(("/accepted", "/rejected"))]
-        assert replies == ["$aws/things/dev-o/jobs/j1/update/accepted",
-                           "$aws/things/dev-n/jobs/get/accepted"]
+        assert replies == [
+            "$aws/things/dev-o/jobs/j1/update/accepted",
+            "$aws/things/dev-n/jobs/get/accepted",
+        ]
 
 
 # -- broker restart ------------------------------------------------------------------------------
@@ -400,7 +454,7 @@ def test_service_reconnects_after_a_broker_restart(tmp_path: Path) -> None:
             assert r.service.wait_connected(15.0), mq.log_text()
             with r.device("dev-p") as dev:
                 kind, reply = dev.request("start-next")
-                assert reply["execution"]["jobId"] == "j1"
+                assert (kind, reply["execution"]["jobId"]) == ("accepted", "j1")
         finally:
             r.service.stop()
             r.store.close()
@@ -414,18 +468,28 @@ def test_tls_listener_requires_a_client_certificate(tmp_path: Path) -> None:
         clock = FakeClock()
         with JobStore(tmp_path / "jobs.sqlite3", clock) as store:
             store.create_job("j1", ["dev-q"], json.dumps(DOC))
-            service = JobsService(store, "127.0.0.1", mq.tls_port,
-                                  TlsConfig(mq.pki.ca, svc_cert.cert, svc_cert.key), clock)
+            service = JobsService(
+                store,
+                "127.0.0.1",
+                mq.tls_port,
+                TlsConfig(mq.pki.ca, svc_cert.cert, svc_cert.key),
+                clock,
+            )
             service.start()
             try:
                 dev_cert = mq.pki.client("dev-q")
-                with JobsDevice("127.0.0.1", mq.tls_port, "dev-q", ca=mq.pki.ca,
-                                cert=dev_cert.cert, key=dev_cert.key) as dev:
+                with JobsDevice(
+                    "127.0.0.1",
+                    mq.tls_port,
+                    "dev-q",
+                    ca=mq.pki.ca,
+                    cert=dev_cert.cert,
+                    key=dev_cert.key,
+                ) as dev:
                     kind, reply = dev.request("start-next", {"clientToken": "tls"})
                     assert (kind, reply["execution"]["jobId"]) == ("accepted", "j1")
                 assert tls_refused("127.0.0.1", mq.tls_port, mq.pki.ca)
-                no_cert = JobsService(store, "127.0.0.1", mq.tls_port, TlsConfig(mq.pki.ca),
-                                      clock)
+                no_cert = JobsService(store, "127.0.0.1", mq.tls_port, TlsConfig(mq.pki.ca), clock)
                 with pytest.raises(LocalJobsError):
                     no_cert.start(timeout_s=5.0)
             finally:
@@ -433,23 +497,26 @@ def test_tls_listener_requires_a_client_certificate(tmp_path: Path) -> None:
 
 
 # -- the front end without a broker ---------------------------------------------------------------
-@pytest.mark.parametrize(("topic", "route"), [
-    ("$aws/things/t1/jobs/get", Route("t1", "get")),
-    ("$aws/things/t1/jobs/start-next", Route("t1", "start-next")),
-    ("$aws/things/t1/jobs/$next/get", Route("t1", "describe", "$next")),
-    ("$aws/things/t1/jobs/j1/get", Route("t1", "describe", "j1")),
-    ("$aws/things/t1/jobs/j1/update", Route("t1", "update", "j1")),
-    ("$aws/things/t1/jobs/get/get", Route("t1", "describe", "get")),
-    ("$aws/things/t1/jobs/j1/delete", Route("t1", "unknown")),
-    ("$aws/things/t1/jobs/a/b/c", Route("t1", "unknown")),
-    ("$aws/things/t1/jobs", Route("t1", "unknown")),
-    ("$aws/things/t1/jobs/get/accepted", None),
-    ("$aws/things/t1/jobs/j1/update/rejected", None),
-    ("$aws/things/t1/jobs/notify", None),
-    ("$aws/things/t1/jobs/notify-next", None),
-    ("$aws/things/t1/shadow/get", None),
-    ("other/topic", None),
-])
+@pytest.mark.parametrize(
+    ("topic", "route"),
+    [
+        ("$aws/things/t1/jobs/get", Route("t1", "get")),
+        ("$aws/things/t1/jobs/start-next", Route("t1", "start-next")),
+        ("$aws/things/t1/jobs/$next/get", Route("t1", "describe", "$next")),
+        ("$aws/things/t1/jobs/j1/get", Route("t1", "describe", "j1")),
+        ("$aws/things/t1/jobs/j1/update", Route("t1", "update", "j1")),
+        ("$aws/things/t1/jobs/get/get", Route("t1", "describe", "get")),
+        ("$aws/things/t1/jobs/j1/delete", Route("t1", "unknown")),
+        ("$aws/things/t1/jobs/a/b/c", Route("t1", "unknown")),
+        ("$aws/things/t1/jobs", Route("t1", "unknown")),
+        ("$aws/things/t1/jobs/get/accepted", None),
+        ("$aws/things/t1/jobs/j1/update/rejected", None),
+        ("$aws/things/t1/jobs/notify", None),
+        ("$aws/things/t1/jobs/notify-next", None),
+        ("$aws/things/t1/shadow/get", None),
+        ("other/topic", None),
+    ],
+)
 def test_topic_routes(topic: str, route: Route | None) -> None:
     assert parse_topic(topic) == route
 
@@ -472,13 +539,30 @@ def test_front_end_never_raises(api: JobsApi, topic: str, payload: bytes) -> Non
         assert parse_topic(reply.topic) is None  # never answered again
 
 
-@given(suffix=st.sampled_from(["get", "start-next", "j1/get", "$next/get", "j1/update"]),
-       body=st.dictionaries(st.sampled_from(["status", "statusDetails", "expectedVersion",
-                                        "executionNumber", "stepTimeoutInMinutes",
-                                        "includeJobDocument", "includeJobExecutionState",
-                                        "clientToken"]),
-                       st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20),
-                                 st.dictionaries(st.text(max_size=5), st.text(max_size=5)))))
+@given(
+    suffix=st.sampled_from(["get", "start-next", "j1/get", "$next/get", "j1/update"]),
+    body=st.dictionaries(
+        st.sampled_from(
+            [
+                "status",
+                "statusDetails",
+                "expectedVersion",
+                "executionNumber",
+                "stepTimeoutInMinutes",
+                "includeJobDocument",
+                "includeJobExecutionState",
+                "clientToken",
+            ]
+        ),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.text(max_size=20),
+            st.dictionaries(st.text(max_size=5), st.text(max_size=5)),
+        ),
+    ),
+)
 def test_any_request_body_gets_one_reply(api: JobsApi, suffix: str, body: dict[str, Any]) -> None:
     reply = api.handle(f"$aws/things/prop-thing/jobs/{suffix}", json.dumps(body).encode())
     assert reply is not None

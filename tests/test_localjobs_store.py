@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> JobStore:
-    s = JobStore(tmp_path / "state" / "jobs.sqlite3", clock=clock)
-    yield s  # type: ignore[misc]
-    s.close()
+def store(tmp_path: Path, clock: FakeClock) -> Iterator[JobStore]:
+    with JobStore(tmp_path / "state" / "jobs.sqlite3", clock=clock) as s:
+        yield s
 
 
 def ok(result: Any) -> dict[str, Any]:
@@ -103,7 +103,8 @@ def test_transition_table(store: JobStore, clock: FakeClock, frm: str, to: str, 
     after = execution(store)
     if want == OK:
         assert ok(result)["executionState"] == {
-            "status": to, "statusDetails": {"step": "x"},
+            "status": to,
+            "statusDetails": {"step": "x"},
             "versionNumber": before.version_number + 1,
         }
         assert after.status == to
@@ -135,10 +136,13 @@ def test_versions_count_every_change(store: JobStore) -> None:
     ok(store.update_execution("t1", "j1", m.IN_PROGRESS, expected_version=1))
     ok(store.update_execution("t1", "j1", m.IN_PROGRESS, {"progress": "1/2"}, expected_version=2))
     assert execution(store).version_number == 3
-    r = refused(store.update_execution("t1", "j1", m.SUCCEEDED, expected_version=2),
-                m.VERSION_MISMATCH)
+    r = refused(
+        store.update_execution("t1", "j1", m.SUCCEEDED, expected_version=2), m.VERSION_MISMATCH
+    )
     assert r.execution_state == {
-        "status": m.IN_PROGRESS, "statusDetails": {"progress": "1/2"}, "versionNumber": 3,
+        "status": m.IN_PROGRESS,
+        "statusDetails": {"progress": "1/2"},
+        "versionNumber": 3,
     }
     assert r.payload()["executionState"]["versionNumber"] == 3
     ok(store.update_execution("t1", "j1", m.SUCCEEDED, expected_version=3))
@@ -163,8 +167,9 @@ def test_status_details_are_kept_when_omitted_and_replaced_when_given(store: Job
 def test_update_reply_carries_what_was_asked_for(store: JobStore) -> None:
     store.create_job("j1", ["t1"], DOC)
     assert ok(store.update_execution("t1", "j1", m.IN_PROGRESS)) == {}
-    both = ok(store.update_execution("t1", "j1", m.IN_PROGRESS, include_state=True,
-                                     include_document=True))
+    both = ok(
+        store.update_execution("t1", "j1", m.IN_PROGRESS, include_state=True, include_document=True)
+    )
     assert both["jobDocument"] == json.loads(DOC)
     assert both["executionState"]["versionNumber"] == 3
 
@@ -176,8 +181,9 @@ def test_unknown_jobs_and_other_things_are_not_found(store: JobStore) -> None:
     refused(store.update_execution("t2", "j1", m.IN_PROGRESS), m.RESOURCE_NOT_FOUND)
     refused(store.describe_execution("t2", "j1"), m.RESOURCE_NOT_FOUND)
     refused(store.describe_execution("t1", "j1", execution_number=2), m.RESOURCE_NOT_FOUND)
-    refused(store.update_execution("t1", "j1", m.IN_PROGRESS, execution_number=2),
-            m.RESOURCE_NOT_FOUND)
+    refused(
+        store.update_execution("t1", "j1", m.IN_PROGRESS, execution_number=2), m.RESOURCE_NOT_FOUND
+    )
     ok(store.update_execution("t1", "j1", m.IN_PROGRESS, execution_number=1))
 
 
@@ -203,7 +209,10 @@ def test_start_next_order_in_progress_first_then_queued_by_creation(
     ok(store.update_execution("t1", "c", m.SUCCEEDED))
     got = ok(store.start_next("t1", {"phase": "downloading"}))["execution"]
     assert (got["jobId"], got["status"], got["statusDetails"]) == (
-        "a", m.IN_PROGRESS, {"phase": "downloading"})
+        "a",
+        m.IN_PROGRESS,
+        {"phase": "downloading"},
+    )
     assert got["startedAt"] == int(clock.now)
     assert got["jobDocument"] == json.loads(DOC)
     pending = ok(store.get_pending("t1"))
@@ -227,9 +236,15 @@ def test_execution_object_fields(store: JobStore, clock: FakeClock) -> None:
     store.create_job("j1", ["t1"], DOC)
     queued = ok(store.describe_execution("t1", "j1"))["execution"]
     assert queued == {
-        "jobId": "j1", "thingName": "t1", "jobDocument": json.loads(DOC), "status": m.QUEUED,
-        "statusDetails": {}, "queuedAt": int(T0), "lastUpdatedAt": int(T0),
-        "versionNumber": 1, "executionNumber": 1,
+        "jobId": "j1",
+        "thingName": "t1",
+        "jobDocument": json.loads(DOC),
+        "status": m.QUEUED,
+        "statusDetails": {},
+        "queuedAt": int(T0),
+        "lastUpdatedAt": int(T0),
+        "versionNumber": 1,
+        "executionNumber": 1,
     }
     bare = ok(store.describe_execution("t1", "j1", include_document=False))["execution"]
     assert "jobDocument" not in bare
@@ -276,8 +291,10 @@ def test_a_new_step_timeout_restarts_the_timer_and_minus_one_stops_it(
     ok(store.update_execution("t1", "j1", m.IN_PROGRESS, step_timeout=-1))
     clock.advance(7 * 24 * 3600)
     assert execution(store).status == m.IN_PROGRESS
-    assert "approximateSecondsBeforeTimedOut" not in ok(
-        store.describe_execution("t1", "j1"))["execution"]
+    assert (
+        "approximateSecondsBeforeTimedOut"
+        not in ok(store.describe_execution("t1", "j1"))["execution"]
+    )
 
 
 def test_the_jobs_default_step_timeout_starts_when_the_execution_does(
@@ -296,8 +313,9 @@ def test_the_jobs_default_step_timeout_starts_when_the_execution_does(
 def test_step_timeout_range(store: JobStore, minutes: Any) -> None:
     store.create_job("j1", ["t1"], DOC)
     refused(store.start_next("t1", step_timeout=minutes), m.INVALID_REQUEST)
-    refused(store.update_execution("t1", "j1", m.IN_PROGRESS, step_timeout=minutes),
-            m.INVALID_REQUEST)
+    refused(
+        store.update_execution("t1", "j1", m.IN_PROGRESS, step_timeout=minutes), m.INVALID_REQUEST
+    )
 
 
 def test_minus_one_is_for_updates_only(store: JobStore) -> None:
@@ -309,8 +327,19 @@ def test_minus_one_is_for_updates_only(store: JobStore) -> None:
 # -- statusDetails and name limits -----------------------------------------------------------
 GOOD_DETAILS = [{}, {"k": "v"}, {"a:b_c-D9": "x" * 1024}, {"k" * 128: "ü ✓ spaces ok"}]
 BAD_DETAILS: list[Any] = [
-    {"": "v"}, {"k" * 129: "v"}, {"bad key": "v"}, {"k/": "v"}, {"k": ""}, {"k": "x" * 1025},
-    {"k": "line\nbreak"}, {"k": "nul\x00"}, {"k": "\x7f"}, {"k": 1}, {"k": None}, ["k"], "k",
+    {"": "v"},
+    {"k" * 129: "v"},
+    {"bad key": "v"},
+    {"k/": "v"},
+    {"k": ""},
+    {"k": "x" * 1025},
+    {"k": "line\nbreak"},
+    {"k": "nul\x00"},
+    {"k": "\x7f"},
+    {"k": 1},
+    {"k": None},
+    ["k"],
+    "k",
 ]
 
 
@@ -329,10 +358,18 @@ def test_bad_status_details(store: JobStore, details: Any) -> None:
     assert execution(store).version_number == 1
 
 
-@pytest.mark.parametrize(("thing", "good"), [
-    ("t" * 128, True), ("a:b_c-9", True), ("t" * 129, False), ("", False), ("a b", False),
-    ("a/b", False), ("a.b", False),
-])
+@pytest.mark.parametrize(
+    ("thing", "good"),
+    [
+        ("t" * 128, True),
+        ("a:b_c-9", True),
+        ("t" * 129, False),
+        ("", False),
+        ("a b", False),
+        ("a/b", False),
+        ("a.b", False),
+    ],
+)
 def test_thing_name_syntax(store: JobStore, thing: str, good: bool) -> None:
     if good:
         store.create_job("j1", [thing], DOC)
@@ -343,10 +380,17 @@ def test_thing_name_syntax(store: JobStore, thing: str, good: bool) -> None:
         refused(store.get_pending(thing), m.INVALID_REQUEST)
 
 
-@pytest.mark.parametrize(("job_id", "good"), [
-    ("j" * 64, True), ("a_b-9", True), ("j" * 65, False), ("", False), ("a:b", False),
-    ("$next", False),
-])
+@pytest.mark.parametrize(
+    ("job_id", "good"),
+    [
+        ("j" * 64, True),
+        ("a_b-9", True),
+        ("j" * 65, False),
+        ("", False),
+        ("a:b", False),
+        ("$next", False),
+    ],
+)
 def test_job_id_syntax(store: JobStore, job_id: str, good: bool) -> None:
     if good:
         store.create_job(job_id, ["t1"], DOC)
@@ -398,7 +442,9 @@ def test_cancel_spares_in_progress_executions_unless_forced(store: JobStore) -> 
     job = store.cancel_job("j1")
     assert job.status == m.JOB_CANCELED
     assert {e.thing_name: e.status for e in job.executions} == {
-        "t1": m.IN_PROGRESS, "t2": m.CANCELED}
+        "t1": m.IN_PROGRESS,
+        "t2": m.CANCELED,
+    }
     with pytest.raises(ConfigError, match="already CANCELED"):
         store.cancel_job("j1")
     ok(store.update_execution("t1", "j1", m.IN_PROGRESS, {"still": "going"}))
@@ -468,9 +514,17 @@ def test_concurrent_updates_from_threads_lose_nothing(store: JobStore) -> None:
 KEY = st.text(alphabet="abcXYZ019:_-", min_size=1, max_size=128)
 
 
-@given(st.dictionaries(KEY, st.text(min_size=1, max_size=1024).filter(
-    lambda v: not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029"
-                      for c in v)), max_size=5))
+@given(
+    st.dictionaries(
+        KEY,
+        st.text(min_size=1, max_size=1024).filter(
+            lambda v: (
+                not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029" for c in v)
+            )
+        ),
+        max_size=5,
+    )
+)
 def test_valid_details_are_accepted(details: dict[str, str]) -> None:
     assert m.status_details_problem(details) is None
 

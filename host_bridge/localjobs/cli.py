@@ -31,6 +31,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ DB_NAME = "jobs.sqlite3"
 FILES_DIR = "files"
 PORT_FILE = "fileserver.json"
 DEFAULT_HTTP_PORT = 8443
+THROTTLE_RATE_PER_S, THROTTLE_BURST = 20.0, 40  # per thing, like AWS's RequestThrottled
 VERSION_RE = re.compile(r"[0-9]+(\.[0-9]+){0,2}(\+[0-9]+)?")
 
 
@@ -75,8 +77,10 @@ def _store(args: argparse.Namespace) -> JobStore:
     return JobStore(_state(args) / DB_NAME)
 
 
-def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
-    print(json.dumps(doc, indent=2) if args.json else text, flush=True)
+def _emit(args: argparse.Namespace, doc: Any, text: str, *, one_line: bool = False) -> None:
+    if args.json:
+        text = json.dumps(doc) if one_line else json.dumps(doc, indent=2)
+    print(text, flush=True)
 
 
 def _when(t: float | None) -> str:
@@ -91,6 +95,7 @@ def _counts(job: Job) -> str:
 
 # -- serve ---------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
+    from host_bridge.localjobs.api import Throttle
     from host_bridge.localjobs.fileserver import FileServer
     from host_bridge.localjobs.service import JobsService, TlsConfig
 
@@ -113,7 +118,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         (state / PORT_FILE).write_text(json.dumps({"port": files.port}))
         service = JobsService(
-            store, host, port, tls, presign=files.presign, poll_interval_s=args.poll_interval
+            store,
+            host,
+            port,
+            tls,
+            presign=files.presign,
+            throttle=Throttle(THROTTLE_RATE_PER_S, THROTTLE_BURST, time.time),
+            poll_interval_s=args.poll_interval,
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
@@ -131,6 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 doc,
                 f"serving jobs on {host}:{port}; files on {doc['files']} "
                 f"(CA {files.ca_path}); store {store.path}",
+                one_line=True,
             )
             while not stop.wait(60.0):
                 pass

@@ -67,12 +67,11 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | Unsatisfiable
             return "unsatisfiable"
         return max(0, size - n), size - 1
     first = int(match[1])
-    last = int(match[2]) if match[2] else size - 1
-    if last < first:
+    if match[2] and int(match[2]) < first:
         return None
     if first >= size:
         return "unsatisfiable"
-    return first, min(last, size - 1)
+    return first, min(int(match[2]), size - 1) if match[2] else size - 1
 
 
 def ensure_tls(state_dir: Path) -> tuple[Path, Path, Path]:
@@ -137,7 +136,7 @@ class FileServer:
 
     def start(self) -> FileServer:
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="localjobs-files", daemon=True
+            target=self._httpd.serve_forever, args=(0.1,), name="localjobs-files", daemon=True
         )
         self._thread.start()
         return self
