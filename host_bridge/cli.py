@@ -236,8 +236,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     logs.setup(args.log_format, args.log_level)
     if args.check:
+        load_trusted_keys(cfg.trusted_keys)  # each must be a usable public key
+        tls = cfg.broker.tls
+        mode = "PLAINTEXT" if tls is None else "mutual TLS" if tls.cert else "TLS"
         print(f"{args.config}: OK ({len(cfg.devices)} devices, broker {cfg.broker.host}:"
-              f"{cfg.broker.port}, {'TLS' if cfg.broker.tls else 'PLAINTEXT'})")
+              f"{cfg.broker.port}, {mode})")
         return EXIT_OK
     return Bridge(cfg).run_forever()
 
@@ -311,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-format", choices=("text", "json"), default="text")
     s.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
     s.set_defaults(fn=cmd_run)
+
+    from host_bridge.localjobs.cli import add_jobs_parser
+
+    add_jobs_parser(sub)  # jobs serve|create|list|describe|cancel: each sets fn
 
     s = sub.add_parser("state", help="list the device's image slots")
     add_port_options(s)

@@ -5,6 +5,8 @@ See ``examples/bridge.toml`` for every option with its meaning.
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,9 @@ from host_bridge.jobs.client import BrokerConfig, TlsConfig
 
 POLICIES = ("device", "bridge")
 FRAMINGS = ("console", "raw")
+# AWS IoT's thing-name syntax; it also keeps MQTT wildcards (+, #) and "/" out of topics.
+THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+MAX_STEP_TIMEOUT_MIN = 10080  # AWS IoT Jobs: stepTimeoutInMinutes is 1..10080
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,31 @@ def _get(table: dict[str, Any], key: str, kind: type, where: str, default: Any =
     return value
 
 
+def _seconds(
+    table: dict[str, Any], key: str, where: str, default: float, *, zero_ok: bool = False
+) -> float:
+    """A finite, positive number of seconds (TOML also has nan and inf)."""
+    value = float(_get(table, key, float, where, default))
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        least = "0 or more" if zero_ok else "above 0"
+        raise ConfigError(f"{where}: '{key}' must be a number of seconds {least}, got {value}")
+    return value
+
+
+def _ranged(table: dict[str, Any], key: str, where: str, low: int, high: int) -> int | None:
+    value = _get(table, key, int, where)
+    if value is not None and not low <= value <= high:
+        raise ConfigError(f"{where}: '{key}' must be {low}..{high}, got {value}")
+    return value  # type: ignore[no-any-return]
+
+
+def _strings(table: dict[str, Any], key: str, where: str) -> list[str] | None:
+    values = _get(table, key, list, where)
+    if values is not None and not all(isinstance(v, str) and v for v in values):
+        raise ConfigError(f"{where}: '{key}' must be a list of non-empty strings")
+    return values  # type: ignore[no-any-return]
+
+
 def _path(base: Path, value: str | None) -> Path | None:
     if value is None:
         return None
@@ -90,6 +120,8 @@ def parse_config(data: dict[str, Any], base: Path) -> BridgeConfig:
                 raise ConfigError(f"[broker]: file {p} does not exist")
         tls = TlsConfig(str(ca), str(cert) if cert else None, str(key) if key else None)
     port = _get(broker_t, "port", int, "[broker]", 1883 if plaintext else 8883)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"[broker]: 'port' must be 1..65535, got {port}")
     broker = BrokerConfig(
         host=host,
         port=port,
@@ -109,6 +141,10 @@ def parse_config(data: dict[str, Any], base: Path) -> BridgeConfig:
         port_s = _get(d, "port", str, where)
         if not thing or not port_s:
             raise ConfigError(f"{where}: 'thing' and 'port' are required")
+        if not THING_NAME.fullmatch(thing):
+            raise ConfigError(
+                f"{where}: thing {thing!r} must be 1-128 characters of a-z A-Z 0-9 : _ -"
+            )
         if thing in seen:
             raise ConfigError(f"{where}: thing '{thing}' is listed twice")
         seen.add(thing)
@@ -123,8 +159,10 @@ def parse_config(data: dict[str, Any], base: Path) -> BridgeConfig:
                 load_board(board)
             except LayoutError as exc:
                 raise ConfigError(f"{where}: {exc}") from exc
-        devices.append(DeviceConfig(thing, port_s, board, _get(d, "baud", int, where, 115200),
-                                    framing))
+        baud = _get(d, "baud", int, where, 115200)
+        if baud <= 0:
+            raise ConfigError(f"{where}: 'baud' must be a positive integer, got {baud}")
+        devices.append(DeviceConfig(thing, port_s, board, baud, framing))
     policy_t = data.get("policy", {})
     signing_t = data.get("signing", {})
     download_t = data.get("download", {})
@@ -136,25 +174,33 @@ def parse_config(data: dict[str, Any], base: Path) -> BridgeConfig:
         raise ConfigError(f"[policy]: confirm must be one of {POLICIES}, got '{policy}'")
     state_dir = _path(base, _get(data, "state_dir", str, "top level", "state"))
     assert state_dir is not None
-    trusted = [_path(base, t) for t in _get(signing_t, "trusted_keys", list, "[signing]", [])]
-    hosts = _get(download_t, "allowed_hosts", list, "[download]")
+    trusted = [_path(base, t) for t in _strings(signing_t, "trusted_keys", "[signing]") or []]
+    hosts = _strings(download_t, "allowed_hosts", "[download]")
     other = _get(policy_t, "other_jobs", str, "[policy]", "reject")
     if other not in ("reject", "ignore"):
         raise ConfigError("[policy]: other_jobs must be 'reject' or 'ignore'")
+    signing_key = _path(base, _get(signing_t, "key", str, "[signing]"))
+    download_ca = _path(base, _get(download_t, "ca", str, "[download]"))
+    for where, files in (("[signing]", [signing_key, *trusted]), ("[download]", [download_ca])):
+        for f in files:
+            if f is not None and not f.is_file():
+                raise ConfigError(f"{where}: file {f} does not exist")
     return BridgeConfig(
         broker=broker,
         devices=devices,
         state_dir=state_dir,
-        signing_key=_path(base, _get(signing_t, "key", str, "[signing]")),
+        signing_key=signing_key,
         trusted_keys=[t for t in trusted if t is not None],
         policy=policy,
-        confirm_timeout_s=_get(policy_t, "confirm_timeout_s", float, "[policy]", 60.0),
-        boot_timeout_s=_get(policy_t, "boot_timeout_s", float, "[policy]", 30.0),
-        step_timeout_min=_get(policy_t, "step_timeout_min", int, "[policy]"),
-        download_ca=_path(base, _get(download_t, "ca", str, "[download]")),
+        confirm_timeout_s=_seconds(policy_t, "confirm_timeout_s", "[policy]", 60.0),
+        boot_timeout_s=_seconds(policy_t, "boot_timeout_s", "[policy]", 30.0),
+        step_timeout_min=_ranged(policy_t, "step_timeout_min", "[policy]", 1, MAX_STEP_TIMEOUT_MIN),
+        download_ca=download_ca,
         allow_http=_get(download_t, "allow_http", bool, "[download]", False),
-        allowed_hosts=[str(h) for h in hosts] if hosts else None,
-        progress_interval_s=_get(policy_t, "progress_interval_s", float, "[policy]", 5.0),
+        allowed_hosts=hosts or None,
+        progress_interval_s=_seconds(
+            policy_t, "progress_interval_s", "[policy]", 5.0, zero_ok=True
+        ),
         other_jobs=other,
     )
 
@@ -165,6 +211,8 @@ def load_config(path: str | Path) -> BridgeConfig:
         data = tomllib.loads(p.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {p} is not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {p} is not valid TOML: {exc}") from exc
     return parse_config(data, p.resolve().parent)

@@ -5,6 +5,11 @@ Per job: parse the document (unusable -> REJECTED) -> IN_PROGRESS -> download + 
 confirmed, else FAILED with the reason.  The phase is persisted (SQLite) and mirrored in
 ``statusDetails``; a restarted bridge resumes each device from its phase; a job id that
 finished is never handled again.
+
+Reporting: progress and phase updates are best effort (skipped while the broker is
+away: the next one carries the whole picture); the final status is persisted first and
+then delivered, and delivered again whenever the service shows the execution to the
+bridge as still pending (after a reconnect, a service restart, a bridge restart).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import signal
 import threading
 import time
@@ -22,25 +28,65 @@ from typing import Any
 from host_bridge.config import BridgeConfig, DeviceConfig
 from host_bridge.device import DeviceUpdater, UpdateOptions
 from host_bridge.errors import BridgeError
-from host_bridge.image.prepare import load_trusted_keys, prepare
+from host_bridge.image.prepare import is_mcuboot_image, load_trusted_keys, prepare
 from host_bridge.image.sign import SigningParams
-from host_bridge.jobs.client import JobsClient, JobsError
-from host_bridge.redact import redact_url
+from host_bridge.jobs.client import RETRYABLE, JobsClient, JobsError
+from host_bridge.redact import redact_text, redact_url
 from host_bridge.store import InFlight, Store
 
 log = logging.getLogger("fota.bridge")
 
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
+DEVICE_TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED")  # what the bridge itself reports
 MAX_DETAIL = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+BEST_EFFORT_TIMEOUT_S = 5.0  # a progress report waits this long for its reply, no retries
+QUIET_AFTER_FAILURE_S = 10.0  # then progress reports are skipped for this long
+FINAL_ATTEMPTS = 3  # deliveries of a final status before waiting for the next notification
+FINAL_RETRY_PAUSE_S = 1.0
 
 
-class Stop(Exception):  # noqa: N818 - control flow: leave a resumable state
-    """The bridge is stopping, or the job was canceled: stop at the next safe point."""
+class Stop(Exception):  # control flow, not an error
+    """Stop at the next safe point: the bridge is stopping (``status`` None: the job stays
+    resumable), or the service ended the execution (``status``: CANCELED, TIMED_OUT, ...)."""
+
+    def __init__(self, status: str | None = None) -> None:
+        super().__init__(status or "stopping")
+        self.status = status
 
 
-def one_line(text: str, limit: int = MAX_DETAIL) -> str:
-    flat = " ".join(str(text).split())
+# Rejections that mean the execution is over (or gone) at the service.
+ENDED = ("TerminalStateReached", "ResourceNotFound")
+
+
+def ended_status(exc: JobsError) -> str:
+    """The status the service ended an execution with, as far as its rejection tells."""
+    if exc.code == "ResourceNotFound":
+        return "REMOVED"
+    state = exc.execution_state if isinstance(exc.execution_state, dict) else {}
+    if str(state.get("status")) in TERMINAL:
+        return str(state["status"])
+    named = [w for w in re.findall(r"[A-Z_]{6,}", str(exc)) if w in TERMINAL]
+    return named[-1] if named else "CANCELED"
+
+
+def one_line(text: object, limit: int = MAX_DETAIL) -> str:
+    """A statusDetails value: one line, no control characters, no URL query strings, at
+    most ``limit`` characters."""
+    flat = " ".join(_CONTROL.sub(" ", redact_text(str(text))).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def clean_details(details: dict[str, Any]) -> dict[str, str]:
+    """statusDetails as AWS takes them: string values of 1-1024 characters."""
+    out = {}
+    for key, value in details.items():
+        if value is None:
+            continue
+        text = one_line(value)
+        if text:
+            out[str(key)] = text
+    return out
 
 
 class DeviceWorker(threading.Thread):
@@ -52,9 +98,12 @@ class DeviceWorker(threading.Thread):
         self.device = device
         self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.current: str | None = None
+        self.finished = False  # the current job's outcome is recorded
         self.canceled = threading.Event()
         self.version: int | None = None
         self._last_progress = 0.0
+        self._last_saved = 0.0
+        self._quiet_until = 0.0
 
     # -- loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -67,19 +116,30 @@ class DeviceWorker(threading.Thread):
                 continue
             try:
                 self.handle(execution)
-            except Stop:
-                log.info("%s: stopped; job %s left resumable", self.device.thing, self.current)
+            except Stop as stop:
+                self.stopped(stop)
             except Exception:
                 log.exception("%s: unexpected error", self.device.thing)
             finally:
                 self.current = None
+                self.finished = False
                 self.canceled.clear()
+
+    def stopped(self, stop: Stop) -> None:
+        thing, job_id = self.device.thing, self.current
+        if stop.status is None or job_id is None:
+            log.info("%s: stopped; job %s left resumable", thing, job_id)
+            return
+        log.info("%s: job %s is %s at the service; stopped", thing, job_id, stop.status)
+        self.bridge.store.finish(thing, job_id, stop.status, "ended by the service")
 
     def notify(self, execution: dict[str, Any] | None) -> None:
         job_id = execution.get("jobId") if execution else None
-        if self.current is not None and job_id != self.current:
+        current = self.current
+        if current is not None and job_id != current:
             self.canceled.set()  # confirmed against the service at the next checkpoint
-        if execution is not None:
+        if execution is not None and (job_id != current or self.finished):
+            # The job in hand comes again after every reconnect ($next/get): not a new one.
             self.inbox.put(execution)
 
     # -- one job ---------------------------------------------------------------------
@@ -91,17 +151,25 @@ class DeviceWorker(threading.Thread):
         status = str(execution.get("status", "QUEUED"))
         if not job_id or status in TERMINAL:
             return
-        if self.bridge.store.finished(thing, job_id):
-            log.info("%s: job %s was already handled", thing, job_id)
+        version = execution.get("versionNumber")
+        self.version = version if isinstance(version, int) else None
+        done = self.bridge.store.outcome(thing, job_id)
+        if done is not None:
+            log.info("%s: job %s was already handled (%s)", thing, job_id, done[0])
+            if done[0] in DEVICE_TERMINAL:
+                self.current = job_id
+                self.redeliver(job_id, *done)
             return
         self.current = job_id
-        self.version = execution.get("versionNumber")
         document = execution.get("jobDocument")
         raw_len = len(json.dumps(document)) if document is not None else 0
+        cfg = self.bridge.cfg
         try:
             job = parse_document(
-                document, raw_length=raw_len, allow_http=self.bridge.cfg.allow_http,
-                allowed_hosts=self.bridge.cfg.allowed_hosts,
+                document,
+                raw_length=raw_len,
+                allow_http=cfg.allow_http,
+                allowed_hosts=cfg.allowed_hosts,
             )
         except DocumentError as exc:
             self.finish(job_id, "REJECTED", str(exc), "validating")
@@ -110,26 +178,51 @@ class DeviceWorker(threading.Thread):
             if self.bridge.on_other_job is not None:
                 self.bridge.on_other_job(thing, execution)
                 return
-            if self.bridge.cfg.other_jobs == "ignore":
+            if cfg.other_jobs == "ignore":
                 return
-            self.finish(job_id, "REJECTED", f"not a firmware job (operation "
-                        f"'{getattr(job, 'operation', None)}'); no handler configured", "")
+            self.finish(
+                job_id,
+                "REJECTED",
+                f"not a firmware job (operation "
+                f"'{getattr(job, 'operation', None)}'); no handler configured",
+                "",
+            )
             return
         saved = self.bridge.store.inflight(thing)
         if saved is None or saved.job_id != job_id:
-            saved = InFlight(thing, job_id, execution.get("executionNumber"), self.version,
-                             "downloading")
+            saved = InFlight(
+                thing, job_id, execution.get("executionNumber"), self.version, "downloading"
+            )
             self.bridge.store.save(saved)
-        if status == "QUEUED":
-            self.report("IN_PROGRESS", {"phase": "downloading"})
-        log.info("%s: job %s: firmware %s from %s", thing, job_id, job.version or "?",
-                 redact_url(job.url))
+        elif saved.phase != "downloading":
+            log.info(
+                "%s: job %s: resuming (was %s at %d bytes)",
+                thing,
+                job_id,
+                saved.phase,
+                saved.offset,
+            )
+        log.info(
+            "%s: job %s: firmware %s from %s",
+            thing,
+            job_id,
+            job.version or "?",
+            redact_url(job.url),
+        )
         try:
             self.run_job(job_id, job, saved)
         except Stop:
             raise
         except BridgeError as exc:
             self.finish(job_id, "FAILED", str(exc), self.phase_of(thing))
+        except Exception as exc:  # a bug must not leave the job IN_PROGRESS forever
+            log.exception("%s: job %s: unexpected error", thing, job_id)
+            self.finish(
+                job_id,
+                "FAILED",
+                f"bridge internal error: {type(exc).__name__}: {exc}",
+                self.phase_of(thing),
+            )
 
     def phase_of(self, thing: str) -> str:
         saved = self.bridge.store.inflight(thing)
@@ -141,7 +234,7 @@ class DeviceWorker(threading.Thread):
         self.bridge.store.save(saved)
         details = {"phase": phase}
         details.update(extra or {})
-        self.report("IN_PROGRESS", details)
+        self.tell(details)
 
     def run_job(self, job_id: str, job: Any, saved: InFlight) -> None:
         from host_bridge.image.download import Downloader
@@ -150,8 +243,10 @@ class DeviceWorker(threading.Thread):
         thing = self.device.thing
         self.set_phase(saved, "downloading")
         downloader = Downloader(
-            cache_dir=cfg.state_dir / "cache", ca_file=cfg.download_ca,
-            allow_http=cfg.allow_http, allowed_hosts=cfg.allowed_hosts,
+            cache_dir=cfg.state_dir / "cache",
+            ca_file=cfg.download_ca,
+            allow_http=cfg.allow_http,
+            allowed_hosts=cfg.allowed_hosts,
         )
         layout = self.bridge.layout_for(self.device)
         max_size = layout.max_image_size() if layout else None
@@ -161,47 +256,81 @@ class DeviceWorker(threading.Thread):
             from host_bridge.jobs.documents import parse_document as reparse
 
             doc = fresh.get("jobDocument") if fresh else None
-            return str(getattr(reparse(doc, raw_length=len(json.dumps(doc))), "url", job.url))
+            again = reparse(
+                doc,
+                raw_length=len(json.dumps(doc)),
+                allow_http=cfg.allow_http,
+                allowed_hosts=cfg.allowed_hosts,
+            )
+            return str(getattr(again, "url", job.url))
 
         target = cfg.state_dir / "downloads" / f"{thing}.img"
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         result = downloader.fetch(
-            job, target, max_size=max_size, refresh_url=refresh_url,
+            job,
+            target,
+            max_size=max_size,
+            refresh_url=refresh_url,
             progress=lambda d, t: self.progress("downloading", d, t if t is not None else 0),
         )
         saved.image_sha256 = result.sha256.hex()
         self.set_phase(saved, "verifying")
         data = Path(result.path).read_bytes()
         params = SigningParams.from_layout(layout) if layout else SigningParams()
-        if job.signed is False or not data[:4] == b"\x3d\xb8\xf3\x96":
+        if job.signed is False or not is_mcuboot_image(data):
             self.set_phase(saved, "signing")
         image = prepare(
-            data, trusted_keys=self.bridge.trusted_keys, signing_key=cfg.signing_key,
-            version=job.version, params=params, max_image_size=max_size,
+            data,
+            trusted_keys=self.bridge.trusted_keys,
+            signing_key=cfg.signing_key,
+            version=job.version,
+            params=params,
+            max_image_size=max_size,
         )
         saved.image_hash = image.hash.hex()
         detail = {"version": image.version, "hash": image.hash.hex()}
         self.set_phase(saved, "uploading", detail)
         client = self.bridge.client_for(self.device)
-        opts = UpdateOptions(policy=cfg.policy, confirm_timeout_s=cfg.confirm_timeout_s,
-                             boot_timeout_s=cfg.boot_timeout_s)
+        opts = UpdateOptions(
+            policy=cfg.policy,
+            confirm_timeout_s=cfg.confirm_timeout_s,
+            boot_timeout_s=cfg.boot_timeout_s,
+        )
 
         def on_progress(phase: str, done: int, total: int) -> None:
             if phase == "uploading":
+                self.save_offset(saved, done)
                 self.progress("uploading", done, total, detail)
             elif phase != saved.phase:
                 saved.phase = phase
                 self.bridge.store.save(saved)
-                self.report("IN_PROGRESS", {"phase": phase, **detail})
+                self.tell({"phase": phase, **detail})
 
         try:
             outcome = DeviceUpdater(client, opts, on_progress).update(image)
         finally:
             client.link.close()
+        up = outcome.upload
+        if up is not None:
+            log.info(
+                "%s: job %s: uploaded %d bytes in %.1f s%s",
+                thing,
+                job_id,
+                up.size,
+                up.seconds,
+                f"; resumed upload at {up.resumed_from}" if up.resumed_from else "",
+            )
         if outcome.status == "confirmed":
             self.finish(job_id, "SUCCEEDED", "", "confirming", detail)
         else:
             self.finish(job_id, "FAILED", outcome.reason or outcome.status, outcome.phase, detail)
+
+    def save_offset(self, saved: InFlight, done: int) -> None:
+        now = time.monotonic()
+        if now - self._last_saved >= 1.0:
+            self._last_saved = now
+            saved.offset = done
+            self.bridge.store.save(saved)
 
     # -- reporting -------------------------------------------------------------------
     def checkpoint(self) -> None:
@@ -211,59 +340,155 @@ class DeviceWorker(threading.Thread):
             self.canceled.clear()
             try:
                 ex = self.bridge.jobs.describe(self.device.thing, self.current)
-            except JobsError:
-                ex = None
-            if ex is None or ex.get("status") in TERMINAL:
-                log.info("%s: job %s was canceled; stopping", self.device.thing, self.current)
-                self.bridge.store.finish(self.device.thing, self.current, "CANCELED")
-                raise Stop()
+            except JobsError as exc:
+                if exc.code in ENDED:
+                    log.info(
+                        "%s: job %s has ended at the service; stopping",
+                        self.device.thing,
+                        self.current,
+                    )
+                    raise Stop(ended_status(exc)) from exc
+                log.warning("%s: cannot check job %s: %s", self.device.thing, self.current, exc)
+                self.canceled.set()  # ask again at the next checkpoint
+                return
+            status = str(ex.get("status")) if ex else "REMOVED"
+            if status in TERMINAL:
+                log.info("%s: job %s was %s; stopping", self.device.thing, self.current, status)
+                raise Stop(status)
 
-    def progress(self, phase: str, done: int, total: int,
-                 extra: dict[str, str] | None = None) -> None:
+    def progress(
+        self, phase: str, done: int, total: int, extra: dict[str, str] | None = None
+    ) -> None:
         self.checkpoint()
         now = time.monotonic()
-        if (total == 0 or done < total) and now - self._last_progress < self.bridge.cfg.progress_interval_s:
+        if (
+            total == 0 or done < total
+        ) and now - self._last_progress < self.bridge.cfg.progress_interval_s:
             return
         self._last_progress = now
         details = {"phase": phase, "progress": f"{done}/{total}" if total else str(done)}
         details.update(extra or {})
-        self.report("IN_PROGRESS", details)
+        self.tell(details)
 
-    def report(self, status: str, details: dict[str, str]) -> None:
-        details = {k: one_line(v) for k, v in details.items() if v}
+    def tell(self, details: dict[str, str]) -> None:
+        """An IN_PROGRESS update, best effort: never fails or stalls the job for long."""
+        if time.monotonic() < self._quiet_until or not self.bridge.jobs.connected.is_set():
+            return
         try:
-            reply = self.bridge.jobs.update(
-                self.device.thing, str(self.current), status, details,
-                expected_version=self.version,
-                step_timeout_min=self.bridge.cfg.step_timeout_min,
-            )
+            self.report("IN_PROGRESS", details, timeout_s=BEST_EFFORT_TIMEOUT_S, retries=0)
         except JobsError as exc:
-            if exc.code == "VersionMismatch" and exc.execution_state:
-                self.version = exc.execution_state.get("versionNumber")
-                reply = self.bridge.jobs.update(self.device.thing, str(self.current), status,
-                                                details, expected_version=self.version)
-            elif exc.code in ("InvalidStateTransition", "TerminalStateReached"):
-                raise Stop() from exc  # canceled or timed out by the service
-            else:
+            self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
+            log.warning(
+                "%s: job %s: status update not delivered (%s)", self.device.thing, self.current, exc
+            )
+
+    def report(
+        self, status: str, details: dict[str, str], *, timeout_s: float = 10.0, retries: int = 3
+    ) -> None:
+        """Send ``status`` with ``details``; raise Stop(status) if the service ended the
+        execution meanwhile, JobsError if it could not be delivered."""
+        clean = clean_details(details)
+        thing, job_id = self.device.thing, str(self.current)
+        reply: dict[str, Any] = {}
+        for attempt in range(4):
+            try:
+                reply = self.bridge.jobs.update(
+                    thing,
+                    job_id,
+                    status,
+                    clean,
+                    expected_version=self.version,
+                    step_timeout_min=self.bridge.cfg.step_timeout_min,
+                    timeout_s=timeout_s,
+                    retries=retries,
+                )
+                break
+            except JobsError as exc:
+                state = exc.execution_state if isinstance(exc.execution_state, dict) else {}
+                now = str(state.get("status", ""))
+                if exc.code == "VersionMismatch" and attempt < 3:
+                    if now in TERMINAL:
+                        if now == status:
+                            return  # an earlier try of this very update got through
+                        raise Stop(now) from exc
+                    number = state.get("versionNumber")
+                    self.version = number if isinstance(number, int) else None
+                    continue
+                if exc.code in ("TerminalStateReached", "InvalidStateTransition"):
+                    if now == status:
+                        return
+                    raise Stop(ended_status(exc)) from exc
                 raise
         state = reply.get("executionState") or {}
-        if isinstance(state, dict) and "versionNumber" in state:
+        if isinstance(state, dict) and isinstance(state.get("versionNumber"), int):
             self.version = state["versionNumber"]
 
-    def finish(self, job_id: str, status: str, reason: str, phase: str,
-               extra: dict[str, str] | None = None) -> None:
+    def finish(
+        self, job_id: str, status: str, reason: str, phase: str, extra: dict[str, str] | None = None
+    ) -> None:
+        """Record the outcome, then deliver it (again later if the broker is away)."""
+        reason = one_line(reason)
         details = {"phase": phase} if phase else {}
         if reason:
-            details["reason"] = one_line(reason)
+            details["reason"] = reason
         details.update(extra or {})
         self.current = job_id
-        log.info("%s: job %s %s%s", self.device.thing, job_id, status,
-                 f": {one_line(reason)}" if reason else "")
-        try:
-            self.report(status, details)
-        except Stop:
-            pass
         self.bridge.store.finish(self.device.thing, job_id, status, reason)
+        self.finished = True
+        log.info(
+            "%s: job %s %s%s", self.device.thing, job_id, status, f": {reason}" if reason else ""
+        )
+        self.deliver(status, details)
+
+    def deliver(self, status: str, details: dict[str, str]) -> None:
+        for attempt in range(1, FINAL_ATTEMPTS + 1):
+            try:
+                self.report(status, details)
+                return
+            except Stop:
+                return  # the service had ended it already
+            except JobsError as exc:
+                if exc.code and exc.code not in RETRYABLE:
+                    log.error(
+                        "%s: job %s: the service refused %s: %s",
+                        self.device.thing,
+                        self.current,
+                        status,
+                        exc,
+                    )
+                    return
+                last = attempt == FINAL_ATTEMPTS
+                log.warning(
+                    "%s: job %s: %s not delivered (%s)%s",
+                    self.device.thing,
+                    self.current,
+                    status,
+                    exc,
+                    "; sent again when the service next shows the job" if last else "",
+                )
+                if last or self.bridge.stopping.wait(FINAL_RETRY_PAUSE_S):
+                    return
+
+    def redeliver(self, job_id: str, status: str, reason: str) -> None:
+        """The service still shows a job this bridge finished: tell it the outcome again."""
+        try:
+            ex = self.bridge.jobs.describe(self.device.thing, job_id)
+        except JobsError as exc:
+            if exc.code not in ENDED:
+                log.warning("%s: cannot check job %s: %s", self.device.thing, job_id, exc)
+            return
+        if ex is None or str(ex.get("status")) in TERMINAL:
+            return
+        number = ex.get("versionNumber")
+        self.version = number if isinstance(number, int) else None
+        log.info(
+            "%s: job %s: the service still has it %s; reporting %s again",
+            self.device.thing,
+            job_id,
+            ex.get("status"),
+            status,
+        )
+        self.deliver(status, {"reason": reason} if reason else {})
 
 
 class Bridge:
@@ -279,8 +504,8 @@ class Bridge:
         self.cfg = cfg
         self.stopping = threading.Event()
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.store = Store(cfg.state_dir / "bridge.sqlite")
         self.trusted_keys = load_trusted_keys([str(p) for p in cfg.trusted_keys])
+        self.store = Store(cfg.state_dir / "bridge.sqlite")
         self.workers = {d.thing: DeviceWorker(self, d) for d in cfg.devices}
         self.on_other_job = on_other_job
         self._client_factory = client_factory
@@ -307,17 +532,25 @@ class Bridge:
         return SmpClient(SerialLink(device.port, device.baud, device.framing))
 
     def start(self) -> None:
+        """Connect (JobsError if the broker refuses), then start the workers; what the
+        broker delivers meanwhile waits in their inboxes."""
+        try:
+            self.jobs.connect()
+        except BaseException:
+            self.store.close()
+            raise
         for w in self.workers.values():
             w.start()
-        self.jobs.connect()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self.stopping.set()
         deadline = time.monotonic() + timeout_s
         for w in self.workers.values():
-            w.join(max(0.1, deadline - time.monotonic()))
+            if w.is_alive():
+                w.join(max(0.1, deadline - time.monotonic()))
         self.jobs.close()
-        self.store.close()
+        if not any(w.is_alive() for w in self.workers.values()):
+            self.store.close()
 
     def run_forever(self) -> int:
         done = threading.Event()

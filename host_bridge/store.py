@@ -52,11 +52,11 @@ class InFlight:
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.path.exists():
             fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
             os.close(fd)
-        os.chmod(self.path, 0o600)
+        os.chmod(self.path, 0o600)  # SQLite gives its -wal and -shm files the same mode
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -105,6 +105,15 @@ class Store:
                 "SELECT status FROM finished WHERE thing = ? AND job_id = ?", (thing, job_id)
             ).fetchone()
         return str(row[0]) if row else None
+
+    def outcome(self, thing: str, job_id: str) -> tuple[str, str] | None:
+        """(status, reason) of a finished job, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status, reason FROM finished WHERE thing = ? AND job_id = ?",
+                (thing, job_id),
+            ).fetchone()
+        return (str(row[0]), str(row[1] or "")) if row else None
 
     def history(self) -> list[tuple[str, str, str, str]]:
         with self._lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 import threading
 import time
@@ -55,6 +56,12 @@ class BrokerConfig:
 NextJobCallback = Callable[[str, dict[str, Any] | None], None]
 
 
+def _flat(value: object) -> str:
+    """One line, without the ``(_ssl.c:1234)`` tails of OpenSSL errors."""
+    text = " ".join(str(value).split())
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text)
+
+
 def topic_thing(topic: str) -> tuple[str, str] | None:
     """(thing, rest) of a ``$aws/things/{thing}/jobs/{rest}`` topic."""
     if not topic.startswith(PREFIX):
@@ -81,10 +88,16 @@ class JobsClient:
         self._pending: dict[str, tuple[threading.Event, list[tuple[str, dict[str, Any]]]]] = {}
         self._lock = threading.Lock()
         self.connected = threading.Event()
+        self.ever_connected = False
+        self._closing = False
+        self._refused = threading.Event()  # the first connection attempt failed
+        self._refusal = ""  # why: the broker's reason, or the socket/TLS error paho logged
+        self._last_error = ""
         self._client = (mqtt_factory or self._make_client)(broker.client_id)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_log = self._on_log
 
     # -- connection ------------------------------------------------------------------
     def _make_client(self, client_id: str) -> Any:
@@ -108,30 +121,69 @@ class JobsClient:
         return c
 
     def connect(self, timeout_s: float = 15.0) -> None:
+        """Connect and subscribe; raise JobsError at once when the broker refuses the first
+        attempt (e.g. a TLS broker that wants a client certificate), or after ``timeout_s``.
+        Later disconnections are repaired by paho's reconnect loop."""
+        where = f"{self.broker.host}:{self.broker.port}"
         try:
             self._client.connect(self.broker.host, self.broker.port, self.broker.keepalive_s)
         except (OSError, ssl.SSLError) as exc:
-            raise JobsError(
-                f"cannot connect to MQTT broker {self.broker.host}:{self.broker.port}: {exc}"
-            ) from exc
+            raise JobsError(f"cannot connect to MQTT broker {where}: {_flat(exc)}") from exc
         self._client.loop_start()
-        if not self.connected.wait(timeout_s):
-            self._client.loop_stop()
-            raise JobsError(
-                f"MQTT broker {self.broker.host}:{self.broker.port} did not accept the "
-                f"connection within {timeout_s:g} s (check TLS certificates and client id)"
+        deadline = time.monotonic() + timeout_s
+        while not self.connected.is_set() and not self._refused.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.connected.wait(min(left, 0.05))
+        if self.connected.is_set():
+            return
+        self._client.loop_stop()
+        if self._refused.is_set():
+            raise JobsError(f"MQTT broker {where} refused the connection: {self._why()}")
+        raise JobsError(
+            f"MQTT broker {where} did not accept the connection within {timeout_s:g} s "
+            "(check the host, port, TLS certificates and client id)"
+        )
+
+    def _why(self) -> str:
+        why = self._refusal or "the connection was closed"
+        tls = self.broker.tls
+        if (
+            tls is not None
+            and tls.cert is None
+            and (
+                "CERTIFICATE_REQUIRED" in why.upper().replace(" ", "_")
+                or "EOF" in why
+                or "closed" in why
             )
+        ):
+            why += " (the broker may require a client certificate: set cert and key in [broker])"
+        elif tls is not None and "CERTIFICATE_VERIFY_FAILED" in why:
+            why += " (check [broker] ca: the CA that signed the broker's certificate)"
+        return why
 
     def close(self) -> None:
+        self._closing = True
         try:
             self._client.disconnect()
         finally:
             self._client.loop_stop()
 
+    def _on_log(self, client: Any, userdata: Any, level: int, buf: str) -> None:
+        # paho reports socket and TLS failures only through its log: keep the last one,
+        # for the error when the very first connection attempt fails.
+        if level == 8:  # MQTT_LOG_ERR
+            self._last_error = buf
+
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if getattr(reason, "is_failure", False):
             log.error("broker refused the connection: %s", reason)
+            if not self.ever_connected:
+                self._refusal = f"{reason} (check the client id and the broker's ACL)"
+                self._refused.set()
             return
+        self.ever_connected = True
         subs = []
         for t in self.things:
             base = f"{PREFIX}{t}/jobs/"
@@ -155,7 +207,15 @@ class JobsClient:
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self.connected.clear()
-        log.warning("disconnected from the broker (%s); paho reconnects", reason)
+        if not self.ever_connected:
+            if not self._refusal:
+                self._refusal = _flat(
+                    self._last_error.removeprefix("failed to receive on socket: ")
+                ) or str(reason)
+            self._refused.set()
+            return
+        if not self._closing:
+            log.warning("disconnected from the broker (%s); paho reconnects", reason)
 
     # -- messages --------------------------------------------------------------------
     def _publish(self, thing: str, suffix: str, payload: dict[str, Any]) -> None:
@@ -201,8 +261,19 @@ class JobsClient:
         timeout_s: float = 10.0,
         retries: int = 3,
     ) -> dict[str, Any]:
-        """Publish a request and return the accepted reply; raise JobsError if rejected."""
+        """Publish a request and return the accepted reply; raise JobsError if rejected.
+
+        While the broker connection is down the request waits for it (up to ``timeout_s``
+        per attempt) instead of being queued behind a dead socket.
+        """
         for attempt in range(retries + 1):
+            if not self.connected.wait(timeout_s):
+                if attempt < retries:
+                    continue
+                raise JobsError(
+                    f"{suffix} for {thing}: not connected to the MQTT broker "
+                    f"{self.broker.host}:{self.broker.port}"
+                )
             token = uuid.uuid4().hex[:32]
             event = threading.Event()
             box: list[tuple[str, dict[str, Any]]] = []
@@ -255,6 +326,9 @@ class JobsClient:
         details: dict[str, str] | None = None,
         expected_version: int | None = None,
         step_timeout_min: int | None = None,
+        *,
+        timeout_s: float = 10.0,
+        retries: int = 3,
     ) -> dict[str, Any]:
         payload: dict[str, Any] = {"status": status, "includeJobExecutionState": True}
         if details is not None:
@@ -263,4 +337,4 @@ class JobsClient:
             payload["expectedVersion"] = expected_version
         if step_timeout_min:
             payload["stepTimeoutInMinutes"] = step_timeout_min
-        return self.request(thing, f"{job_id}/update", payload)
+        return self.request(thing, f"{job_id}/update", payload, timeout_s, retries)
