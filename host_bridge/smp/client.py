@@ -183,11 +183,16 @@ class SmpClient:
             r = self.call(smpos.MCUMgrParametersReadRequest, {}, "mcumgr params")
         except DeviceError:
             return None
-        return Params(int(r["buf_size"]), int(r["buf_count"]))
+        size, count = r.get("buf_size"), r.get("buf_count")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                   for v in (size, count)):
+            raise DeviceError("mcumgr params: the device sent a malformed reply", MGMT_ERR.EINVAL)
+        assert isinstance(size, int) and isinstance(count, int)
+        return Params(size, count)
 
     def image_state(self) -> list[SlotState]:
         r = self.call(smpimg.ImageStatesReadRequest, {}, "image state read")
-        return [self._slot(d) for d in r.get("images", [])]
+        return self._slots(r)
 
     def state_write(self, hash_: bytes | None, confirm: bool) -> list[SlotState]:
         fields: dict[str, Any] = {"confirm": confirm}
@@ -195,7 +200,7 @@ class SmpClient:
             fields["hash"] = hash_
         what = "image state write (confirm)" if confirm else "image state write (test)"
         r = self.call(smpimg.ImageStatesWriteRequest, fields, what)
-        return [self._slot(d) for d in r.get("images", [])]
+        return self._slots(r)
 
     def reset(self) -> None:
         """Reset the device; sent once: a second reset could land on the image the first
@@ -221,16 +226,27 @@ class SmpClient:
             return None
         return body
 
+    @classmethod
+    def _slots(cls, r: dict[str, Any]) -> list[SlotState]:
+        images = r.get("images", [])
+        if not isinstance(images, list):
+            raise DeviceError("image state: the device sent a malformed reply", MGMT_ERR.EINVAL)
+        return [cls._slot(d) for d in images]
+
     @staticmethod
-    def _slot(d: dict[str, Any]) -> SlotState:
-        return SlotState(
-            slot=int(d.get("slot", 0)),
-            version=str(d.get("version", "")),
-            hash=bytes(d.get("hash", b"")),
-            active=bool(d.get("active", False)),
-            confirmed=bool(d.get("confirmed", False)),
-            pending=bool(d.get("pending", False)),
-            permanent=bool(d.get("permanent", False)),
-            bootable=bool(d.get("bootable", True)),
-            image=int(d.get("image", 0)),
-        )
+    def _slot(d: Any) -> SlotState:
+        """One image state entry; anything off-spec is a malformed reply, not a crash."""
+        if not isinstance(d, dict):
+            raise DeviceError("image state: the device sent a malformed reply", MGMT_ERR.EINVAL)
+        ints = {k: d.get(k, 0) for k in ("slot", "image")}
+        flags = {k: d.get(k, k == "bootable") for k in
+                 ("active", "confirmed", "pending", "permanent", "bootable")}
+        version, digest = d.get("version", ""), d.get("hash", b"")
+        if (
+            any(isinstance(v, bool) or not isinstance(v, int) for v in ints.values())
+            or any(not isinstance(v, bool) for v in flags.values())
+            or not isinstance(version, str)
+            or not isinstance(digest, bytes)
+        ):
+            raise DeviceError("image state: the device sent a malformed reply", MGMT_ERR.EINVAL)
+        return SlotState(hash=digest, version=version, **ints, **flags)

@@ -26,7 +26,7 @@ from typing import Any
 
 import cbor2
 
-from host_bridge.errors import LinkError, SmpTimeout
+from host_bridge.errors import DeviceError, LinkError, SmpTimeout
 from host_bridge.smp.client import GROUP_IMAGE, HEADER, SmpClient, check_reply, unpack_header
 
 UPLOAD_ID = 1
@@ -254,7 +254,7 @@ def _run(
             _recover(client, st)
             continue
         _seq, off, n, sent_at, body = reply
-        device_off = int(body.get("off", -1))
+        device_off = _offset(body, -1)
         if "match" in body:
             match = bool(body["match"])
         if device_off == off + n:
@@ -273,6 +273,13 @@ def _run(
         if progress:
             progress(st.acked, size)
     return match
+
+
+def _offset(body: dict[str, Any], default: int) -> int:
+    off = body.get("off", default)
+    if isinstance(off, bool) or not isinstance(off, int) or off < -1:
+        raise DeviceError("upload: the device sent a malformed reply (bad 'off')", 3, 1)
+    return off
 
 
 def _failed(st: _State, max_retries: int, what: str) -> None:
@@ -317,7 +324,7 @@ def _first_chunk(
         _seq, _off, n, _t, body = reply
         if "match" in body:
             match = bool(body["match"])
-        st.acked = min(int(body.get("off", 0)), st.size)
+        st.acked = min(_offset(body, 0), st.size)
         st.resumed_from = 0 if st.acked == n else st.acked
         st.next_off = st.acked
         st.inflight.clear()
