@@ -65,3 +65,7 @@ demo: setup
         fi
     fi
     "{{py}}" -m tools.demo
+
+# Reliability campaigns (faulty line, power loss, crashes, infrastructure faults); writes RELIABILITY.md.
+reliability: setup
+    "{{py}}" -m reliability

@@ -4,6 +4,11 @@ The outcome is a value: ``confirmed`` (the new image runs and is confirmed), ``r
 (the old image is back), or ``failed`` with a reason a person can act on.  Each step
 checks the device's own image state first, so calling :func:`update` again after an
 interruption (a bridge restart, a dropped link) picks up where the device stands.
+
+A reset is never repeated blindly (a second one could revert the image the first booted
+before it confirms itself).  Only when the image state proves the reset never arrived (the
+old image still runs and the new one is still pending) is it sent again; a lost reply
+alone changes nothing.
 """
 
 from __future__ import annotations
@@ -68,6 +73,9 @@ class UpdateOptions:
     window: int | None = None
     buf_size: int | None = None
     poll_s: float = 0.2
+    link_attempts: int = 3  # tries of the steps before the test reset, on link trouble
+    reset_attempts: int = 3  # resets sent while the device shows it never got one
+    reset_grace_s: float = 2.0  # how long "no reset happened" must hold before another
 
 
 def active(states: list[SlotState]) -> SlotState | None:
@@ -76,6 +84,26 @@ def active(states: list[SlotState]) -> SlotState | None:
 
 def by_hash(states: list[SlotState], h: bytes) -> SlotState | None:
     return next((s for s in states if s.hash == h), None)
+
+
+def _reset_lost(states: list[SlotState], image: PreparedImage) -> bool:
+    """The old image still runs and the new one still waits for its test boot: the test
+    reset never reached the device (after any boot the swap, or its failure, changes this)."""
+    run = active(states)
+    staged = by_hash(states, image.hash)
+    return (
+        run is not None
+        and run.hash != image.hash
+        and staged is not None
+        and staged.slot == 1
+        and staged.pending
+    )
+
+
+def _still_on_trial(states: list[SlotState], image: PreparedImage) -> bool:
+    """The new image still runs unconfirmed: the reverting reset never reached the device."""
+    run = active(states)
+    return run is not None and run.hash == image.hash and not run.confirmed
 
 
 class DeviceUpdater:
@@ -110,12 +138,42 @@ class DeviceUpdater:
         phase = "uploading"
         up: UploadResult | None = None
         try:
-            states = self.client.image_state()
-            old = active(states)
-            run = active(states)
-            if run is not None and run.hash == image.hash and run.confirmed:
-                return self._done("confirmed", "already running this image", states, t0, phase)
-            if run is None or run.hash != image.hash:
+            staged = self._stage(image, t0)
+            if isinstance(staged, Outcome):
+                return staged
+            old, states, up, test_boot = staged
+            if test_boot:
+                phase = "testing"
+                self._reset()
+                states = self._wait_for_boot()
+                states = self._until_reset_taken(states, lambda s: _reset_lost(s, image))
+            phase = "confirming"
+            self._phase(phase)
+            return self._settle(image, old, states, t0, up)
+        except BridgeError as exc:
+            return self._done("failed", str(exc), [], t0, phase, up)
+
+    def _stage(
+        self, image: PreparedImage, t0: float
+    ) -> Outcome | tuple[SlotState | None, list[SlotState], UploadResult | None, bool]:
+        """Everything before the test reset: upload unless staged, then mark it for test.
+
+        These steps are safe to repeat (the device says where it stands), so link trouble
+        here starts them again from a fresh state read, ``link_attempts`` times in all.
+        After the reset nothing is repeated blindly: a second reset could revert the image
+        the first one booted.  Returns (old image, states, upload, whether to reset).
+        """
+        up: UploadResult | None = None
+        for attempt in range(1, max(1, self.opt.link_attempts) + 1):
+            try:
+                states = self.client.image_state()
+                old = run = active(states)
+                if run is not None and run.hash == image.hash and run.confirmed:
+                    return self._done(
+                        "confirmed", "already running this image", states, t0, "uploading"
+                    )
+                if run is not None and run.hash == image.hash:
+                    return old, states, up, False  # booted on test already: watch it
                 staged = by_hash(states, image.hash)
                 if staged is None or staged.slot != 1:
                     up = upload(
@@ -127,20 +185,23 @@ class DeviceUpdater:
                     )
                     if up.match is False:
                         return self._done(
-                            "failed", "the device's hash of the uploaded image does not match",
-                            [], t0, phase, up,
+                            "failed",
+                            "the device's hash of the uploaded image does not match",
+                            [],
+                            t0,
+                            "uploading",
+                            up,
                         )
                     self._say(f"uploaded {up.size} bytes in {up.seconds:.1f} s")
-                phase = "testing"
-                self._phase(phase)
+                self._phase("testing")
                 self.client.state_write(image.hash, confirm=False)
-                self._reset()
-                states = self._wait_for_boot()
-            phase = "confirming"
-            self._phase(phase)
-            return self._settle(image, old, states, t0, up)
-        except BridgeError as exc:
-            return self._done("failed", str(exc), [], t0, phase, up)
+                return old, states, up, True
+            except LinkError as exc:
+                if attempt >= self.opt.link_attempts:
+                    raise
+                self._say(f"link trouble before the test boot ({exc}); asking the device again")
+                self.sleep(self.opt.poll_s)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     # -- steps -------------------------------------------------------------------------
     def _reset(self) -> None:
@@ -149,6 +210,33 @@ class DeviceUpdater:
         except LinkError:
             # The reply may be lost to the reset itself; the wait below finds out.
             self._say("no reply to reset (the device may have reset before answering)")
+
+    def _until_reset_taken(
+        self, states: list[SlotState], lost: Callable[[list[SlotState]], bool]
+    ) -> list[SlotState]:
+        """Send the reset again while the device shows it never got one.
+
+        A reset request can be lost on a noisy line, and its missing reply looks the same
+        as a reply lost to the reset itself.  ``lost(states)`` tells them apart from the
+        image state; it must hold for ``reset_grace_s`` (a device may answer a little
+        while before it resets) before another reset is sent.
+        """
+        for _ in range(max(0, self.opt.reset_attempts - 1)):
+            if not lost(states):
+                return states
+            deadline = self.clock() + self.opt.reset_grace_s
+            while lost(states) and self.clock() < deadline:
+                self.sleep(self.opt.poll_s)
+                try:
+                    states = self.client.image_state()
+                except LinkError:
+                    states = self._wait_for_boot()  # silent: it is rebooting after all
+            if not lost(states):
+                return states
+            self._say("the device did not reset (the request was lost): resetting again")
+            self._reset()
+            states = self._wait_for_boot()
+        return states
 
     def _wait_for_boot(self) -> list[SlotState]:
         deadline = self.clock() + self.opt.boot_timeout_s
@@ -180,14 +268,23 @@ class DeviceUpdater:
                 return self._done(
                     "reverted",
                     f"the new firmware did not confirm itself; MCUboot reverted to {run.version}",
-                    states, t0, "confirming", up,
+                    states,
+                    t0,
+                    "confirming",
+                    up,
                 )
             if run is not None and run.confirmed:
                 return self._done("confirmed", "", states, t0, "confirming", up)
             if run is not None and self.opt.policy == "bridge":
-                states = self.client.state_write(None, confirm=True)
-                self._say("confirmed by the bridge")
-                continue
+                try:
+                    states = self.client.state_write(None, confirm=True)
+                except LinkError as exc:
+                    # Confirming twice is harmless: try again until the deadline.
+                    self._say(f"no reply to the confirm ({exc}); trying again")
+                    states = []
+                else:
+                    self._say("confirmed by the bridge")
+                    continue
             if self.clock() >= deadline:
                 break
             self.sleep(self.opt.poll_s)
@@ -200,17 +297,23 @@ class DeviceUpdater:
         self._reset()
         try:
             states = self._wait_for_boot()
+            states = self._until_reset_taken(states, lambda s: _still_on_trial(s, image))
         except LinkError as exc:
             return self._done("failed", str(exc), [], t0, "confirming", up)
         run = active(states)
-        what = f"MCUboot reverted to {run.version}" if run and run.hash != image.hash else (
-            "the device still runs the unconfirmed image"
+        what = (
+            f"MCUboot reverted to {run.version}"
+            if run and run.hash != image.hash
+            else ("the device still runs the unconfirmed image")
         )
         return self._done(
             "reverted" if run and run.hash != image.hash else "failed",
             f"the new firmware did not confirm itself within "
             f"{self.opt.confirm_timeout_s:g} s; {what}",
-            states, t0, "confirming", up,
+            states,
+            t0,
+            "confirming",
+            up,
         )
 
     def _done(
@@ -236,7 +339,9 @@ class DeviceUpdater:
 
 
 def update(
-    client: SmpClient, image: PreparedImage, options: UpdateOptions | None = None,
+    client: SmpClient,
+    image: PreparedImage,
+    options: UpdateOptions | None = None,
     progress: Progress | None = None,
 ) -> Outcome:
     """Run the whole flow for one image on one device."""

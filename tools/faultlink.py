@@ -6,12 +6,15 @@ Each direction independently corrupts bytes (one random bit flipped), drops byte
 duplicates bytes and delays chunks at the configured rates, and every
 ``--disconnect-every`` seconds the line goes dead both ways for ``--blackout-ms``
 (bytes sent meanwhile are lost), like a cable pulled and put back.  Seeded, so a run
-can be repeated.  Counters are printed as JSON on exit (SIGTERM).
+can be repeated.  Counters are printed as JSON on exit (SIGTERM); ``extra`` counts bytes
+lost because a side stopped reading (``lost_host_not_reading``, ...) or the device was
+gone (``lost_upstream_down``), and device restarts (``upstream_lost``/``upstream_reopened``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -66,17 +69,40 @@ def mangle(data: bytes, faults: Faults, rng: random.Random, c: Counters) -> byte
     return bytes(out)
 
 
+STALL_S = 1.0  # output nobody reads for this long is dropped, as a UART would lose it
+REOPEN_EVERY_S = 0.2  # how often a vanished upstream device is looked for again
+MAX_PENDING = 1 << 16  # bytes queued for one side before the rest is dropped
+
+
+class _Side:
+    """One end of the link: its fd and the bytes waiting to be written to it."""
+
+    def __init__(self, fd: int | None, name: str) -> None:
+        self.fd = fd
+        self.name = name
+        self.pending = bytearray()
+        self.stalled_since: float | None = None
+
+
 class FaultLink:
+    """The proxy.  Both fds are non-blocking and written through a bounded queue, so a side
+    that stops reading (a closed port, a killed device) never stalls the other direction or
+    the SIGTERM handling; a device that goes away (its pty closed) is looked for again at
+    ``upstream``, like a cable plugged back in, so a restarted ``fota-vmcu`` is reached again.
+    """
+
     def __init__(self, upstream: str, link: str, faults: Faults, seed: int) -> None:
         self.faults = faults
         self.rng = random.Random(seed)
         self.counters = Counters()
         self.stop = False
-        self.dev = os.open(upstream, os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(self.dev)
+        self.upstream = upstream
+        self.dev = _Side(self._open_upstream(), "device")
         master, slave = os.openpty()
         tty.setraw(slave)
-        self.master, self.slave = master, slave
+        os.set_blocking(master, False)
+        self.host = _Side(master, "host")
+        self.slave = slave  # kept open: the master never sees a hang-up between host opens
         self.link = Path(link)
         if self.link.is_symlink() or self.link.exists():
             self.link.unlink()
@@ -85,36 +111,136 @@ class FaultLink:
             time.monotonic() + faults.disconnect_every_s if faults.disconnect_every_s else None
         )
         self.blackout_until = 0.0
+        self.next_reopen = 0.0
+        # (due time, side, bytes): chunks held back by --delay-ms, in order.
+        self.delayed: list[tuple[float, _Side, bytes]] = []
+
+    def _open_upstream(self) -> int:
+        fd = os.open(self.upstream, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            tty.setraw(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _count(self, key: str, n: int) -> None:
+        self.counters.extra[key] = self.counters.extra.get(key, 0) + n
+
+    def _upstream_lost(self) -> None:
+        fd, self.dev.fd = self.dev.fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            self._count("upstream_lost", 1)
+        self._count("lost_upstream_down", len(self.dev.pending))
+        self.dev.pending.clear()
+        self.next_reopen = time.monotonic() + REOPEN_EVERY_S
+
+    def _try_reopen(self, now: float) -> None:
+        if self.dev.fd is not None or now < self.next_reopen:
+            return
+        self.next_reopen = now + REOPEN_EVERY_S
+        try:
+            self.dev.fd = self._open_upstream()
+        except OSError:
+            return
+        self._count("upstream_reopened", 1)
+
+    def _queue(self, side: _Side, data: bytes) -> None:
+        if side.fd is None:
+            self._count("lost_upstream_down", len(data))
+            return
+        room = MAX_PENDING - len(side.pending)
+        if len(data) > room:
+            self._count(f"lost_{side.name}_not_reading", len(data) - max(0, room))
+            data = data[: max(0, room)]
+        side.pending += data
+
+    def _flush(self, side: _Side, now: float) -> None:
+        if side.fd is None or not side.pending:
+            side.stalled_since = None
+            return
+        try:
+            n = os.write(side.fd, side.pending)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            if side is self.dev:
+                self._upstream_lost()
+            else:
+                self._count("lost_host_not_reading", len(side.pending))
+                side.pending.clear()
+            return
+        del side.pending[:n]
+        if n or not side.pending:
+            side.stalled_since = None
+        elif side.stalled_since is None:
+            side.stalled_since = now
+        elif now - side.stalled_since >= STALL_S:
+            self._count(f"lost_{side.name}_not_reading", len(side.pending))
+            side.pending.clear()
+            side.stalled_since = None
+
+    def _forward(self, src: _Side, data: bytes, now: float) -> None:
+        up = src is self.host
+        if up:
+            self.counters.bytes_up += len(data)
+        else:
+            self.counters.bytes_down += len(data)
+        if now < self.blackout_until:
+            self.counters.lost_in_blackout += len(data)
+            return
+        data = mangle(data, self.faults, self.rng, self.counters)
+        if not data:
+            return
+        dst = self.dev if up else self.host
+        if self.faults.delay_ms:
+            self.delayed.append((now + self.faults.delay_ms / 1000, dst, data))
+        else:
+            self._queue(dst, data)
+
+    def step(self, timeout_s: float = 0.05) -> None:
+        """One turn of the loop: blackout schedule, reads, delayed chunks, writes."""
+        now = time.monotonic()
+        if self.next_blackout is not None and now >= self.next_blackout:
+            self.blackout_until = now + self.faults.blackout_ms / 1000
+            self.next_blackout = now + self.faults.disconnect_every_s
+            self.counters.blackouts += 1
+        self._try_reopen(now)
+        sides = [s for s in (self.host, self.dev) if s.fd is not None]
+        readers = [s.fd for s in sides if s.fd is not None]
+        writers = [s.fd for s in sides if s.fd is not None and s.pending]
+        if self.delayed:
+            timeout_s = max(0.0, min(timeout_s, self.delayed[0][0] - now))
+        if self.dev.fd is None:
+            timeout_s = min(timeout_s, REOPEN_EVERY_S)
+        ready, _, _ = select.select(readers, writers, [], timeout_s)
+        now = time.monotonic()
+        for side in sides:
+            if side.fd is None or side.fd not in ready:
+                continue
+            try:
+                data = os.read(side.fd, 4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""  # EIO: the other end of this pty is gone
+            if not data:
+                if side is self.dev:
+                    self._upstream_lost()
+                continue
+            self._forward(side, data, now)
+        while self.delayed and self.delayed[0][0] <= now:
+            _due, dst, data = self.delayed.pop(0)
+            self._queue(dst, data)
+        for side in (self.dev, self.host):
+            self._flush(side, now)
 
     def run(self) -> None:
         try:
             while not self.stop:
-                now = time.monotonic()
-                if self.next_blackout is not None and now >= self.next_blackout:
-                    self.blackout_until = now + self.faults.blackout_ms / 1000
-                    self.next_blackout = now + self.faults.disconnect_every_s
-                    self.counters.blackouts += 1
-                ready, _, _ = select.select([self.master, self.dev], [], [], 0.05)
-                for fd in ready:
-                    try:
-                        data = os.read(fd, 4096)
-                    except OSError:
-                        continue
-                    if not data:
-                        continue
-                    up = fd == self.master
-                    if up:
-                        self.counters.bytes_up += len(data)
-                    else:
-                        self.counters.bytes_down += len(data)
-                    if time.monotonic() < self.blackout_until:
-                        self.counters.lost_in_blackout += len(data)
-                        continue
-                    data = mangle(data, self.faults, self.rng, self.counters)
-                    if self.faults.delay_ms:
-                        time.sleep(self.faults.delay_ms / 1000)
-                    if data:
-                        os.write(self.dev if up else self.master, data)
+                self.step()
         finally:
             self.close()
 
@@ -124,11 +250,11 @@ class FaultLink:
                 self.link.unlink()
         except OSError:
             pass
-        for fd in (self.master, self.slave, self.dev):
-            try:
+        for fd in (self.host.fd, self.slave, self.dev.fd):
+            if fd is None:
+                continue
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,8 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blackout-ms", type=float, default=200.0)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
-    faults = Faults(args.corrupt, args.drop, args.duplicate, args.delay_ms,
-                    args.disconnect_every, args.blackout_ms)
+    faults = Faults(
+        args.corrupt,
+        args.drop,
+        args.duplicate,
+        args.delay_ms,
+        args.disconnect_every,
+        args.blackout_ms,
+    )
     try:
         fl = FaultLink(args.upstream, args.link, faults, args.seed)
     except OSError as exc:
