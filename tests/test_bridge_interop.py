@@ -221,7 +221,7 @@ def smpmgr_command() -> list[str]:
         return [sys.executable, "-m", "smpmgr"]
     script = Path(sys.executable).with_name("smpmgr")
     if not script.exists():
-        pytest.skip("smpmgr is not installed next to this interpreter")
+        pytest.fail("smpmgr is not installed next to this interpreter: pip install smpmgr")
     return [str(script)]
 
 
