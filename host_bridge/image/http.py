@@ -76,7 +76,12 @@ class _ConnectionResponse:
         return self._resp.getheader(name)
 
     def read(self, amt: int) -> bytes:
-        return self._resp.read(amt)
+        try:
+            return self._resp.read(amt)
+        except http.client.IncompleteRead as exc:
+            if exc.partial:
+                return bytes(exc.partial)  # keep what arrived; the next read reports the drop
+            raise
 
     def close(self) -> None:
         self._resp.close()
