@@ -162,7 +162,9 @@ def parse_layout(data: dict[str, Any], source: str = "layout") -> Layout:
         header_size=_int(boot, "header_size", where) if "header_size" in boot else 0x200,
         partitions=partitions,
         zephyr_board=str(data.get("zephyr_board", "")),
-        program_page_size=int(flash.get("program_page_size", 0)),
+        program_page_size=(
+            _int(flash, "program_page_size", where) if "program_page_size" in flash else 0
+        ),
     )
     validate(layout)
     return layout
@@ -237,6 +239,8 @@ def load_layout(path: str | Path) -> Layout:
         data = tomllib.loads(p.read_text())
     except OSError as exc:
         raise LayoutError(f"cannot read layout {p}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise LayoutError(f"layout {p} is not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise LayoutError(f"layout {p} is not valid TOML: {exc}") from exc
     return parse_layout(data, str(p))

@@ -21,6 +21,7 @@ MAX_DOCUMENT_CHARS = 32768
 MAX_IMAGE_SIZE = 1 << 32
 SEED_FIELDS = ("bc_url", "bc_crc", "bc_size", "bc_idx")
 _HEX = "0123456789abcdefABCDEF"
+_DIGITS = "0123456789"
 _PLACEHOLDERS = ("${aws:iot:s3-presigned-url:", "${aws:iot:s3-presigned-url-v2:")
 
 
@@ -95,8 +96,11 @@ def parse_version(text):
         return None
     nums = []
     for p in parts + ([build] if plus else []):
-        if not p or len(p) > 12 or not p.isdigit():
+        if not p or len(p) > 12:
             return None
+        for c in p:
+            if c not in _DIGITS:  # not str.isdigit(): "²" is a digit int() refuses
+                return None
         nums.append(int(p))
     if len(nums) == 3:
         nums.append(0)
@@ -135,13 +139,46 @@ def _url(name, value, allow_http):
             raise DocumentError(
                 "%s holds a placeholder other than ${aws:iot:s3-presigned-url:...}" % name)
         url = inner
+    for c in url:
+        if c < "!" or c > "~":  # as the gateway: printable ASCII, no spaces
+            raise DocumentError("%s must be plain ASCII without spaces (percent-encode other "
+                                "characters)" % name)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme != "https" and not (scheme == "http" and allow_http):
         raise DocumentError("%s must be an https:// URL, got %s" % (name, _show(url)))
-    host = url.split("://", 1)[1].split("/", 1)[0]
-    if not host or "@" in host or " " in url:
+    if not _authority_ok(url.split("://", 1)[1]):
         raise DocumentError("%s is not a usable URL: %s" % (name, _show(url)))
     return url
+
+
+def _authority_ok(rest):
+    """host[:port] up to the first / ? or #: a host, no user@, a port of 0..65535 if any."""
+    end = len(rest)
+    for c in "/?#":
+        i = rest.find(c)
+        if 0 <= i < end:
+            end = i
+    authority = rest[:end]
+    if "@" in authority:
+        return False
+    if authority.startswith("["):  # an IPv6 literal
+        close = authority.find("]")
+        if close < 0:
+            return False
+        host, port = authority[:close + 1], authority[close + 1:]
+        if port and port[0] != ":":
+            return False
+        port = port[1:]
+    else:
+        cut = authority.find(":")
+        host, port = (authority, "") if cut < 0 else (authority[:cut], authority[cut + 1:])
+    digits = port.lstrip("0")
+    if not host or len(digits) > 5:
+        return False
+    for c in port:
+        if c not in _DIGITS:
+            return False
+    return not digits or int(digits) <= 65535
 
 
 def _spec(source, url, size=None, md5=None, sha256=None, version=None, image=0, signed=None):
@@ -176,6 +213,9 @@ def _nordic(doc, allow_http):
         path = _required(loc, "path", "location.")
         if not isinstance(host, str) or not isinstance(path, str) or not path.strip("/"):
             raise DocumentError("location needs a host name and the file's path")
+        for c in "/?#@ ":
+            if c in host:  # the URL would name another host than the one written
+                raise DocumentError("location.host must be a host name, got %s" % _show(host))
         url = _url("location", "%s://%s/%s" % (proto.lower().rstrip(":"), host, path.lstrip("/")),
                    allow_http)
     return _spec("nordic", url, _size(doc, "size", False), version=_version(doc, "fwversion"))
@@ -210,7 +250,9 @@ def parse(document, allow_http=False):
             raise DocumentError("job document is longer than %d characters" % MAX_DOCUMENT_CHARS)
         try:
             document = json.loads(document)
-        except ValueError:
+        except (ValueError, RuntimeError):
+            # RuntimeError: nesting past the interpreter's recursion limit (RecursionError on
+            # CPython, RuntimeError on MicroPython and CircuitPython).
             raise DocumentError("job document is not valid JSON")
     if not isinstance(document, dict):
         raise DocumentError("job document must be a JSON object, got %s" % _show(document))
