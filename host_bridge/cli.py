@@ -76,11 +76,14 @@ def _signing_params(
         return SigningParams.from_layout(lay), lay.max_image_size()
     if client is not None:
         info = client.slot_info()
-        if info:
-            img = info["images"][0]
-            slots = {s["slot"]: s["size"] for s in img.get("slots", [])}
-            limit = img.get("max_image_size")
-            return SigningParams(slot_size=int(slots.get(1, 0))), (int(limit) if limit else None)
+        try:
+            img = info["images"][0] if info else None
+            if isinstance(img, dict):
+                slots = {int(s["slot"]): int(s["size"]) for s in img.get("slots", [])}
+                limit = img.get("max_image_size")
+                return SigningParams(slot_size=slots.get(1, 0)), (int(limit) if limit else None)
+        except (KeyError, IndexError, TypeError, ValueError):
+            pass  # a malformed slot-info reply: sign without the device's limits
     return SigningParams(), None
 
 

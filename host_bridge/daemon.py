@@ -504,6 +504,7 @@ class Bridge:
         self.cfg = cfg
         self.stopping = threading.Event()
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cfg.state_dir.chmod(0o700)  # also tighten a state directory that already existed
         self.trusted_keys = load_trusted_keys([str(p) for p in cfg.trusted_keys])
         self.store = Store(cfg.state_dir / "bridge.sqlite")
         self.workers = {d.thing: DeviceWorker(self, d) for d in cfg.devices}

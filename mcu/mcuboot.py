@@ -345,6 +345,8 @@ def image_info(area: "Any") -> "Optional[Dict[str, Any]]":
         if p + 4 + n > end:
             return None
         if t in (TLV_SHA256, TLV_SHA384, TLV_SHA512) and digest is None:
+            if n != {TLV_SHA256: 32, TLV_SHA384: 48, TLV_SHA512: 64}[t]:
+                return None  # a hash TLV of the wrong length: Zephyr refuses the image
             digest = area.read(p + 4, n)
         p += 4 + n
     if digest is None:

@@ -164,8 +164,8 @@ class JobsApi:
         result: Result
         try:
             body = json.loads(payload.decode("utf-8")) if payload.strip() else {}
-        except (UnicodeDecodeError, ValueError):
-            body = None
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            body = None  # RecursionError: nested deeper than the decoder can follow
         if isinstance(body, dict) and isinstance(body.get("clientToken"), str):
             token = body["clientToken"]
         if route.api == UNKNOWN:

@@ -88,12 +88,20 @@ def check_reply(body: Any, group: int, what: str) -> dict[str, Any]:
         raise DeviceError(f"{what}: the device sent a malformed reply", MGMT_ERR.EINVAL)
     err = body.get("err")
     if isinstance(err, dict) and err.get("rc", 0):
-        g, rc = int(err.get("group", group)), int(err["rc"])
+        g, rc = err.get("group", group), err["rc"]
+        if not (_is_uint(g) and _is_uint(rc)):
+            raise DeviceError(f"{what}: the device sent a malformed error reply", MGMT_ERR.EINVAL)
         raise DeviceError(f"{what}: device error {rc_name(rc, g)} (group {g}, rc {rc})", rc, g)
     rc = body.get("rc", 0)
-    if isinstance(rc, int) and rc != 0:
+    if rc not in (0, None):
+        if not _is_uint(rc):
+            raise DeviceError(f"{what}: the device sent a malformed error reply", MGMT_ERR.EINVAL)
         raise DeviceError(f"{what}: device error {rc_name(rc)} (rc {rc})", rc)
     return body
+
+
+def _is_uint(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 32
 
 
 class SmpClient:

@@ -180,6 +180,7 @@ class _State:
         self.acked = 0
         self.next_off = 0
         self.retries = 0  # consecutive failures, against max_retries
+        self.stuck = 0  # re-synchronisations in a row without the device taking data
         self.inflight: list[tuple[int, int, int, float]] = []  # (seq, off, len, sent at)
 
     def timeout(self) -> float:
@@ -203,6 +204,7 @@ class _State:
 
 
 MIN_CHUNK = 64
+STUCK_LIMIT = 64  # a healthy noisy line makes progress long before this many resyncs
 GROW_AFTER = 16  # deliveries in a row before the chunk size doubles again
 MIN_TIMEOUT_S = 0.3
 CONT_TIMEOUT_S = 5.0
@@ -257,12 +259,23 @@ def _run(
         device_off = _offset(body, -1)
         if "match" in body:
             match = bool(body["match"])
+        if device_off > size:
+            raise DeviceError(
+                f"upload: the device claims offset {device_off} of a {size}-byte image", 3, 1
+            )
         if device_off == off + n:
             st.acked = max(st.acked, device_off)
             st.retries = 0
+            st.stuck = 0
             st.delivered(sent_at)
         else:
             # The device wants another offset: everything after it in flight is void.
+            st.stuck += 1
+            if st.stuck > STUCK_LIMIT:
+                raise DeviceError(
+                    f"upload: the device keeps asking for offset {device_off} and takes no data "
+                    f"({STUCK_LIMIT} re-synchronisations without progress)", 1, 1
+                )
             st.resyncs += 1
             st.lost()
             st.inflight.clear()
@@ -324,7 +337,12 @@ def _first_chunk(
         _seq, _off, n, _t, body = reply
         if "match" in body:
             match = bool(body["match"])
-        st.acked = min(_offset(body, 0), st.size)
+        device_off = _offset(body, 0)
+        if device_off > st.size:
+            raise DeviceError(
+                f"upload: the device claims offset {device_off} of a {st.size}-byte image", 3, 1
+            )
+        st.acked = device_off
         st.resumed_from = 0 if st.acked == n else st.acked
         st.next_off = st.acked
         st.inflight.clear()
