@@ -30,8 +30,12 @@ EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 def add_port_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, help="device path or pyserial URL (socket://...)")
     p.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
-    p.add_argument("--framing", choices=("console", "raw"), default="console",
-                   help="SMP framing: Zephyr's console framing (default) or raw")
+    p.add_argument(
+        "--framing",
+        choices=("console", "raw"),
+        default="console",
+        help="SMP framing: Zephyr's console framing (default) or raw",
+    )
     p.add_argument("--timeout", type=float, default=2.0, help="reply timeout in seconds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -41,8 +45,12 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", help="signing key for raw binaries (imgtool PEM)")
     p.add_argument("--version", dest="img_version", help="version for raw binaries: 1.2.3[+4]")
     p.add_argument("--board", help="board layout for signing parameters (e.g. nrf52840)")
-    p.add_argument("--trust", action="append", default=[],
-                   help="trusted public key: images must be signed by one (repeatable)")
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        help="trusted public key: images must be signed by one (repeatable)",
+    )
     p.add_argument("--window", type=int, help="chunks in flight (default: from mcumgr params)")
     p.add_argument("--buf-size", type=int, help="override the device's SMP buffer size")
 
@@ -153,8 +161,14 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     params, limit = _signing_params(args, None)
     if args.slot_size:
-        params = SigningParams(params.header_size, params.align, params.max_align,
-                               args.slot_size, params.max_sectors, params.overwrite_only)
+        params = SigningParams(
+            params.header_size,
+            params.align,
+            params.max_align,
+            args.slot_size,
+            params.max_sectors,
+            params.overwrite_only,
+        )
     data = sign_payload(_read(args.input, "firmware"), args.key, args.img_version, params)
     if limit is not None and len(data) > limit:
         raise ImageError(f"signed image is {len(data)} bytes but the slot holds at most {limit}")
@@ -162,8 +176,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
         Path(args.output).write_bytes(data)
     except OSError as exc:
         raise ConfigError(f"cannot write {args.output}: {exc.strerror}") from exc
-    _emit(args, {"output": args.output, "bytes": len(data)},
-          f"signed {args.input} -> {args.output} ({len(data)} bytes, version {args.img_version})")
+    _emit(
+        args,
+        {"output": args.output, "bytes": len(data)},
+        f"signed {args.input} -> {args.output} ({len(data)} bytes, version {args.img_version})",
+    )
     return EXIT_OK
 
 
@@ -176,8 +193,14 @@ def cmd_state(args: argparse.Namespace) -> int:
     print(f"{'slot':<5}{'version':<14}{'flags':<34}hash")
     for s in states:
         flags = " ".join(
-            n for n, v in (("active", s.active), ("confirmed", s.confirmed),
-                           ("pending", s.pending), ("permanent", s.permanent)) if v
+            n
+            for n, v in (
+                ("active", s.active),
+                ("confirmed", s.confirmed),
+                ("pending", s.pending),
+                ("permanent", s.permanent),
+            )
+            if v
         )
         print(f"{s.slot:<5}{s.version:<14}{flags:<34}{s.hash.hex()}")
     return EXIT_OK
@@ -189,8 +212,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
     client = _client(args)
     image = _prepare(args, client)
     with progress_bar(not args.json, "uploading") as bar:
-        result = upload(client, image.data, window=args.window, buf_size=args.buf_size,
-                        progress=bar)
+        result = upload(
+            client, image.data, window=args.window, buf_size=args.buf_size, progress=bar
+        )
     if result.match is False:
         raise DeviceError("the device's hash of the uploaded image does not match", 0)
     marked = None
@@ -200,13 +224,23 @@ def cmd_upload(args: argparse.Namespace) -> int:
     if args.reset:
         client.reset()
     doc = {
-        "bytes": result.size, "seconds": round(result.seconds, 3), "rate": round(result.rate),
-        "resumed_from": result.resumed_from, "version": image.version,
-        "hash": image.hash.hex(), "marked": marked, "reset": bool(args.reset),
+        "bytes": result.size,
+        "seconds": round(result.seconds, 3),
+        "rate": round(result.rate),
+        "resumed_from": result.resumed_from,
+        "version": image.version,
+        "hash": image.hash.hex(),
+        "marked": marked,
+        "reset": bool(args.reset),
     }
-    _emit(args, doc, f"Wrote {result.size} bytes in {result.seconds:.2f} s "
-          f"({result.rate / 1024:.1f} KiB/s), version {image.version}"
-          + (f", marked for {marked}" if marked else "") + (", reset" if args.reset else ""))
+    _emit(
+        args,
+        doc,
+        f"Wrote {result.size} bytes in {result.seconds:.2f} s "
+        f"({result.rate / 1024:.1f} KiB/s), version {image.version}"
+        + (f", marked for {marked}" if marked else "")
+        + (", reset" if args.reset else ""),
+    )
     return EXIT_OK
 
 
@@ -215,10 +249,15 @@ def cmd_update(args: argparse.Namespace) -> int:
 
     client = _client(args)
     image = _prepare(args, client)
-    opts = UpdateOptions(policy=args.policy, confirm_timeout_s=args.confirm_timeout,
-                         boot_timeout_s=args.boot_timeout, window=args.window,
-                         buf_size=args.buf_size)
+    opts = UpdateOptions(
+        policy=args.policy,
+        confirm_timeout_s=args.confirm_timeout,
+        boot_timeout_s=args.boot_timeout,
+        window=args.window,
+        buf_size=args.buf_size,
+    )
     with progress_bar(not args.json, "uploading") as bar:
+
         def on_progress(phase: str, done: int, total: int) -> None:
             if phase == "uploading":
                 bar(done, total)
@@ -242,8 +281,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_trusted_keys(cfg.trusted_keys)  # each must be a usable public key
         tls = cfg.broker.tls
         mode = "PLAINTEXT" if tls is None else "mutual TLS" if tls.cert else "TLS"
-        print(f"{args.config}: OK ({len(cfg.devices)} devices, broker {cfg.broker.host}:"
-              f"{cfg.broker.port}, {mode})")
+        print(
+            f"{args.config}: OK ({len(cfg.devices)} devices, broker {cfg.broker.host}:"
+            f"{cfg.broker.port}, {mode})"
+        )
         return EXIT_OK
     return Bridge(cfg).run_forever()
 
@@ -273,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_cmd",
-                                                                      required=True)
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(
+        dest="keys_cmd", required=True
+    )
     s = keys.add_parser("new", help="generate a signing key (imgtool-compatible PEM)")
     s.add_argument("out", help="where to write the private key (mode 0600)")
     s.add_argument("--type", choices=KEY_TYPES, default="ecdsa-p256")
@@ -303,12 +345,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("update", help="the whole flow: upload, test, reset, confirm or revert")
     add_port_options(s)
     add_image_options(s)
-    s.add_argument("--policy", choices=("device", "bridge"), default="device",
-                   help="who confirms: the new firmware itself (default) or the bridge")
-    s.add_argument("--confirm-timeout", type=float, default=30.0,
-                   help="seconds the new firmware has to confirm itself")
-    s.add_argument("--boot-timeout", type=float, default=30.0,
-                   help="seconds a reboot may take")
+    s.add_argument(
+        "--policy",
+        choices=("device", "bridge"),
+        default="device",
+        help="who confirms: the new firmware itself (default) or the bridge",
+    )
+    s.add_argument(
+        "--confirm-timeout",
+        type=float,
+        default=30.0,
+        help="seconds the new firmware has to confirm itself",
+    )
+    s.add_argument("--boot-timeout", type=float, default=30.0, help="seconds a reboot may take")
     s.set_defaults(fn=cmd_update)
 
     s = sub.add_parser("run", help="the daemon: AWS IoT Jobs -> firmware on the devices")

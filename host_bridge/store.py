@@ -71,15 +71,25 @@ class Store:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?,?,?,?)",
-                (job.thing, job.job_id, job.execution_number, job.version_number, job.phase,
-                 job.image_sha256, job.image_hash, job.offset, time.time()),
+                (
+                    job.thing,
+                    job.job_id,
+                    job.execution_number,
+                    job.version_number,
+                    job.phase,
+                    job.image_sha256,
+                    job.image_hash,
+                    job.offset,
+                    time.time(),
+                ),
             )
 
     def inflight(self, thing: str) -> InFlight | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT thing, job_id, execution_number, version_number, phase, image_sha256,"
-                " image_hash, offset FROM inflight WHERE thing = ?", (thing,)
+                " image_hash, offset FROM inflight WHERE thing = ?",
+                (thing,),
             ).fetchone()
         return InFlight(*row) if row else None
 

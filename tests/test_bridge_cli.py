@@ -30,7 +30,11 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, "-m", "host_bridge.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=CLI_TIMEOUT_S, cwd=REPO_ROOT, env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        cwd=REPO_ROOT,
+        env=env,
         check=False,
     )
 
@@ -96,12 +100,16 @@ def test_sign_output_verifies_with_imgtool(
     capsys.readouterr()
     raw, out = tmp_path / "app.bin", tmp_path / "app.img"
     raw.write_bytes(payload(2000, "cli-sign"))
-    code, doc = main_json(capsys, "sign", raw, out, "--key", key, "--version", "1.4.2+9",
-                          "--board", "tiny")
+    code, doc = main_json(
+        capsys, "sign", raw, out, "--key", key, "--version", "1.4.2+9", "--board", "tiny"
+    )
     assert code == cli.EXIT_OK and doc == {"output": str(out), "bytes": out.stat().st_size}
     proc = subprocess.run(
         [sys.executable, "-m", "imgtool.main", "verify", "-k", str(key), str(out)],
-        capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Image was correctly validated" in proc.stdout
@@ -117,8 +125,9 @@ def test_state_lists_the_slots(
     with Vmcu(tmp_path, load=v1) as vm:
         code, doc = main_json(capsys, "state", "--port", vm.link)
         assert code == cli.EXIT_OK
-        assert [(r["slot"], r["version"], r["active"], r["confirmed"]) for r in doc["images"]] \
-            == [(0, "1.0.0", True, True)]
+        assert [(r["slot"], r["version"], r["active"], r["confirmed"]) for r in doc["images"]] == [
+            (0, "1.0.0", True, True)
+        ]
         assert doc["images"][0]["hash"] == tlv_hash(v1).hex()
 
         assert cli.main(["state", "--port", str(vm.link)]) == cli.EXIT_OK
@@ -135,8 +144,9 @@ def test_upload_test_reset_boots_the_new_image(
     path.write_bytes(v2)
     with Vmcu(tmp_path, load=v1, args=["--buf-size", "512"]) as vm:
         since = vm.mark()
-        code, doc = main_json(capsys, "upload", path, "--port", vm.link, "--test", "--reset",
-                              "--window", "2")
+        code, doc = main_json(
+            capsys, "upload", path, "--port", vm.link, "--test", "--reset", "--window", "2"
+        )
         assert code == cli.EXIT_OK
         assert doc["bytes"] == len(v2) and doc["resumed_from"] == 0
         assert (doc["version"], doc["hash"]) == ("2.0.0", tlv_hash(v2).hex())
@@ -153,11 +163,25 @@ def test_update_confirmed_exits_0(
     path = images / "v2.img"
     path.write_bytes(v2)
     with Vmcu(tmp_path, load=v1) as vm:
-        code, doc = main_json(capsys, "update", path, "--port", vm.link, "--timeout", "0.5",
-                              "--confirm-timeout", "2", "--boot-timeout", "10")
+        code, doc = main_json(
+            capsys,
+            "update",
+            path,
+            "--port",
+            vm.link,
+            "--timeout",
+            "0.5",
+            "--confirm-timeout",
+            "2",
+            "--boot-timeout",
+            "10",
+        )
         assert code == cli.EXIT_OK, doc
         assert (doc["status"], doc["version"], doc["hash"]) == (
-            "confirmed", "2.0.0", tlv_hash(v2).hex())
+            "confirmed",
+            "2.0.0",
+            tlv_hash(v2).hex(),
+        )
         assert doc["upload"]["bytes"] == len(v2) and doc["upload"]["resumed_from"] == 0
 
 
@@ -168,8 +192,19 @@ def test_update_that_reverts_exits_1(
     path = images / "v2.img"
     path.write_bytes(bad)
     with Vmcu(tmp_path, load=v1) as vm:
-        code, doc = main_json(capsys, "update", path, "--port", vm.link, "--timeout", "0.5",
-                              "--confirm-timeout", "0.5", "--boot-timeout", "10")
+        code, doc = main_json(
+            capsys,
+            "update",
+            path,
+            "--port",
+            vm.link,
+            "--timeout",
+            "0.5",
+            "--confirm-timeout",
+            "0.5",
+            "--boot-timeout",
+            "10",
+        )
         assert code == cli.EXIT_NO, doc
         assert (doc["status"], doc["version"]) == ("reverted", "1.0.0")
         assert "did not confirm" in doc["reason"]
@@ -181,8 +216,9 @@ def test_raw_binary_signed_on_the_fly(
     raw = images / "app.bin"
     raw.write_bytes(payload(1500, "cli-raw"))
     with Vmcu(tmp_path, load=v1) as vm:
-        code, doc = main_json(capsys, "upload", raw, "--port", vm.link, "--version", "3.1.4",
-                              "--board", "tiny")
+        code, doc = main_json(
+            capsys, "upload", raw, "--port", vm.link, "--version", "3.1.4", "--board", "tiny"
+        )
         assert code == cli.EXIT_OK
         assert doc["version"] == "3.1.4" and doc["marked"] is None
         staged = slot(client_for(vm).image_state(), 1)

@@ -168,8 +168,7 @@ def test_upload_survives_a_device_reset(tmp_path: Path, v1: bytes, v2: bytes) ->
 
 @pytest.mark.parametrize(
     ("framing", "mode", "window"),
-    [("console", "drop", 3), ("console", "corrupt", 3), ("raw", "drop", 2),
-     ("console", "drop", 1)],
+    [("console", "drop", 3), ("console", "corrupt", 3), ("raw", "drop", 2), ("console", "drop", 1)],
 )
 def test_upload_resyncs_after_a_lost_chunk(
     tmp_path: Path, v1: bytes, v2: bytes, framing: str, mode: str, window: int
@@ -350,8 +349,12 @@ class ScriptedDevice:
 def reply_to(request: bytes, body: dict[str, object], version: int | None = None) -> bytes:
     op, ver, _f, _n, group, seq, cid = sf.unpack_header(request)
     payload = cbor2.dumps(body)
-    return sf.pack_header(op + 1, ver if version is None else version, 0, len(payload), group,
-                          seq, cid) + payload
+    return (
+        sf.pack_header(
+            op + 1, ver if version is None else version, 0, len(payload), group, seq, cid
+        )
+        + payload
+    )
 
 
 def scripted_client(device: ScriptedDevice) -> SmpClient:
@@ -384,8 +387,9 @@ def test_smpv1_fallback_after_unsupported_too_new(reply_version: int) -> None:
         return reply_to(request, {"r": cbor2.loads(request[8:])["d"]})
 
     device = ScriptedDevice(answer)
-    client = SmpClient(SerialLink("scripted://", opener=lambda url, baud: device),
-                       timeout_s=0.2, retries=0)
+    client = SmpClient(
+        SerialLink("scripted://", opener=lambda url, baud: device), timeout_s=0.2, retries=0
+    )
     assert client.echo("hello") == "hello"
     assert [sf.unpack_header(p)[1] for p in device.requests] == [1, 0]
     assert client.echo("again") == "again"

@@ -37,9 +37,7 @@ SMPMGR_TIMEOUT_S: Final = 30.0
 
 
 def smp_upload(version: int, seq: int, **fields: Any) -> bytes:
-    req = smpimg.ImageUploadWriteRequest(
-        **fields, sequence=seq, version=smphdr.Version(version)
-    )
+    req = smpimg.ImageUploadWriteRequest(**fields, sequence=seq, version=smphdr.Version(version))
     return bytes(req)
 
 
@@ -48,16 +46,20 @@ def test_first_and_continuation_chunks_equal_smp_requests(version: int) -> None:
     image = bytes(range(256)) * 20
     sha = hashlib.sha256(image).digest()
     first_n, cont_n = chunk_sizes(512, "console")
-    first = upload_packet(version, 7, 0, image[:first_n], {"image": 0, "len": len(image),
-                                                           "sha": sha})
-    assert first == smp_upload(version, 7, off=0, data=image[:first_n], image=0,
-                               len=len(image), sha=sha)
-    upgrade = upload_packet(version, 8, 0, image[:first_n], {"image": 0, "len": len(image),
-                                                             "sha": sha, "upgrade": True})
-    assert upgrade == smp_upload(version, 8, off=0, data=image[:first_n], image=0,
-                                 len=len(image), sha=sha, upgrade=True)
-    cont = upload_packet(version, 9, first_n, image[first_n:first_n + cont_n])
-    assert cont == smp_upload(version, 9, off=first_n, data=image[first_n:first_n + cont_n])
+    first = upload_packet(
+        version, 7, 0, image[:first_n], {"image": 0, "len": len(image), "sha": sha}
+    )
+    assert first == smp_upload(
+        version, 7, off=0, data=image[:first_n], image=0, len=len(image), sha=sha
+    )
+    upgrade = upload_packet(
+        version, 8, 0, image[:first_n], {"image": 0, "len": len(image), "sha": sha, "upgrade": True}
+    )
+    assert upgrade == smp_upload(
+        version, 8, off=0, data=image[:first_n], image=0, len=len(image), sha=sha, upgrade=True
+    )
+    cont = upload_packet(version, 9, first_n, image[first_n : first_n + cont_n])
+    assert cont == smp_upload(version, 9, off=first_n, data=image[first_n : first_n + cont_n])
     # And smp reads ours back as the request it is.
     parsed = smpimg.ImageUploadWriteRequest.loads(first)
     assert (parsed.off, parsed.len, parsed.sha, parsed.image) == (0, len(image), sha, 0)
@@ -132,8 +134,11 @@ def smp_requests() -> list[bytes]:
     return [
         bytes(smpos.EchoWriteRequest(d="hi", sequence=1)),
         bytes(smpimg.ImageStatesReadRequest(sequence=2)),
-        bytes(smpimg.ImageUploadWriteRequest(off=0, data=image[:1800], image=0,
-                                             len=len(image), sha=b"\x11" * 32, sequence=3)),
+        bytes(
+            smpimg.ImageUploadWriteRequest(
+                off=0, data=image[:1800], image=0, len=len(image), sha=b"\x11" * 32, sequence=3
+            )
+        ),
         bytes(smpimg.ImageUploadWriteRequest(off=1800, data=image[1800:], sequence=4)),
     ]
 
@@ -155,7 +160,7 @@ def test_smp_console_framing_decodes_in_our_link(line_length: int) -> None:
     assert link.recv(0.01) is None
     # The device's decoder, given the same bytes in odd pieces, agrees.
     decoder = sf.ConsoleDecoder(4096)
-    decoded = [p for i in range(0, len(wire), 29) for p in decoder.feed(wire[i:i + 29])]
+    decoded = [p for i in range(0, len(wire), 29) for p in decoder.feed(wire[i : i + 29])]
     assert decoded == requests
 
 
@@ -211,8 +216,10 @@ def test_chunks_fit_the_device_buffer(
 # -- fota-bridge state against smpmgr ----------------------------------------------------------
 
 SMPMGR_ROW: Final = re.compile(r"ImageState\((?P<fields>.*)\)\s*$")
-FIELD: Final = re.compile(r"(\w+)=(?:HashBytes\('(?P<hash>[0-9A-Fa-f]+)'\)|'(?P<str>[^']*)'|"
-                          r"(?P<word>\w+))")
+FIELD: Final = re.compile(
+    r"(\w+)=(?:HashBytes\('(?P<hash>[0-9A-Fa-f]+)'\)|'(?P<str>[^']*)'|"
+    r"(?P<word>\w+))"
+)
 
 
 def smpmgr_command() -> list[str]:
@@ -229,7 +236,11 @@ def smpmgr_state(port: Path) -> list[dict[str, Any]]:
     env = {**os.environ, "COLUMNS": "500", "NO_COLOR": "1"}
     proc = subprocess.run(
         [*smpmgr_command(), "--port", str(port), "image", "state-read"],
-        capture_output=True, text=True, timeout=SMPMGR_TIMEOUT_S, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=SMPMGR_TIMEOUT_S,
+        env=env,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     rows = []
@@ -254,9 +265,7 @@ def smpmgr_state(port: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def test_state_json_agrees_with_smpmgr(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_state_json_agrees_with_smpmgr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     v1, v2 = firmware("1.0.0", seed="interop-v1"), firmware("2.0.0", seed="interop-v2")
     with Vmcu(tmp_path, load=v1) as vm:
         client = client_for(vm)
@@ -270,8 +279,17 @@ def test_state_json_agrees_with_smpmgr(
 
     assert [row["slot"] for row in ours] == [0, 1]
     assert len(theirs) == len(ours)
-    keys = ("image", "slot", "version", "hash", "active", "confirmed", "pending", "permanent",
-            "bootable")
+    keys = (
+        "image",
+        "slot",
+        "version",
+        "hash",
+        "active",
+        "confirmed",
+        "pending",
+        "permanent",
+        "bootable",
+    )
     for mine, reference in zip(ours, theirs, strict=True):
         assert {k: mine[k] for k in keys} == {k: reference[k] for k in keys}
     assert ours[1]["pending"] and ours[1]["hash"] == tlv_hash(v2).hex()

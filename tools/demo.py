@@ -159,12 +159,20 @@ def create_job(store: JobStore, job_id: str, things: list[str], doc: dict[str, A
 
 def status_of(store: JobStore, job_id: str) -> dict[str, dict[str, Any]]:
     job = store.describe(job_id)
-    return {e.thing_name: {"status": e.status, "details": dict(e.status_details)}
-            for e in job.executions}
+    return {
+        e.thing_name: {"status": e.status, "details": dict(e.status_details)}
+        for e in job.executions
+    }
 
 
-def watch(store: JobStore, cases: list[Case], timeout_s: float, procs: Procs,
-          started: dict[str, float], ended: dict[tuple[str, str], float]) -> None:
+def watch(
+    store: JobStore,
+    cases: list[Case],
+    timeout_s: float,
+    procs: Procs,
+    started: dict[str, float],
+    ended: dict[tuple[str, str], float],
+) -> None:
     """Print each execution's phase/progress as it changes, until all are terminal."""
     last: dict[tuple[str, str], str] = {}
     deadline = time.monotonic() + timeout_s
@@ -205,30 +213,61 @@ def main(argv: list[str] | None = None) -> int:
             images = make_images(work)
             mport = free_port()
             conf = work / "mosquitto.conf"
-            conf.write_text(f"listener {mport} 127.0.0.1\nallow_anonymous true\n"
-                            "persistence false\n")
+            conf.write_text(
+                f"listener {mport} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            )
             procs.start("mosquitto", [mosquitto, "-c", str(conf)])
             wait_for("mosquitto", lambda: port_open(mport), 10, procs)
             say(f"demo: mosquitto on 127.0.0.1:{mport}")
             jobs_state = work / "jobs"
             hport = free_port()
-            procs.start("jobs-service", [PY, "-m", "host_bridge.localjobs.cli", "serve",
-                                         "--broker", f"127.0.0.1:{mport}", "--state-dir",
-                                         str(jobs_state), "--http-port", str(hport), "--json"])
+            procs.start(
+                "jobs-service",
+                [
+                    PY,
+                    "-m",
+                    "host_bridge.localjobs.cli",
+                    "serve",
+                    "--broker",
+                    f"127.0.0.1:{mport}",
+                    "--state-dir",
+                    str(jobs_state),
+                    "--http-port",
+                    str(hport),
+                    "--json",
+                ],
+            )
             wait_for("the jobs service", lambda: port_open(hport), 20, procs)
-            ca = wait_for("the file server CA", lambda: next(jobs_state.glob("**/ca.pem"), None),
-                          10, procs)
+            ca = wait_for(
+                "the file server CA", lambda: next(jobs_state.glob("**/ca.pem"), None), 10, procs
+            )
             say(f"demo: local jobs service up; files on https://127.0.0.1:{hport}/files/")
             devices = {}
             for thing in ("sensor-a", "sensor-b"):
                 link = work / f"tty-{thing}"
-                procs.start(thing, [PY, "-m", "bootloader.vmcu", "--board", BOARD, "--flash",
-                                    str(work / f"{thing}.flash"), "--link", str(link),
-                                    "--baud", str(BAUD), "--load", str(images["1.0.0"])])
+                procs.start(
+                    thing,
+                    [
+                        PY,
+                        "-m",
+                        "bootloader.vmcu",
+                        "--board",
+                        BOARD,
+                        "--flash",
+                        str(work / f"{thing}.flash"),
+                        "--link",
+                        str(link),
+                        "--baud",
+                        str(BAUD),
+                        "--load",
+                        str(images["1.0.0"]),
+                    ],
+                )
                 devices[thing] = link
             for thing in devices:
-                wait_for(thing, lambda p=thing: "boot 1:" in (logs / f"{p}.log").read_text(),
-                         15, procs)
+                wait_for(
+                    thing, lambda p=thing: "boot 1:" in (logs / f"{p}.log").read_text(), 15, procs
+                )
             say(f"demo: 2 virtual MCUs (board {BOARD}, {BAUD} baud) running v1.0.0")
             cfg = work / "bridge.toml"
             dev_tables = "".join(
@@ -243,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"progress_interval_s = 0.5\n{dev_tables}"
             )
             procs.start("bridge", [PY, "-m", "host_bridge.cli", "run", "--config", str(cfg)])
-            wait_for("the bridge", lambda: "connected to" in (logs / "bridge.log").read_text(),
-                     20, procs)
+            wait_for(
+                "the bridge", lambda: "connected to" in (logs / "bridge.log").read_text(), 20, procs
+            )
             say("demo: bridge connected\n")
             store = JobStore(jobs_state / DB_NAME)
             stack.callback(store.close)
@@ -262,20 +302,54 @@ def main(argv: list[str] | None = None) -> int:
             name, size, sha, md5 = publish(images["1.1.0"], jobs_state)
             a = Case("(a) seed format -> 1.1.0", "demo-a-seed", ["sensor-a"], "SUCCEEDED")
             c = Case("(c) malformed document", "demo-c-bad", ["sensor-b"], "REJECTED", "bc_")
-            run([
-                (a, {"bc_idx": 1, "bc_crc": md5, "bc_size": size,
-                     "bc_url": "${aws:iot:s3-presigned-url:" + url + name + "}"}),
-                (c, {"bc_idx": 1, "bc_crc": "not-an-md5", "bc_size": -5, "bc_url": url + name}),
-            ])
+            run(
+                [
+                    (
+                        a,
+                        {
+                            "bc_idx": 1,
+                            "bc_crc": md5,
+                            "bc_size": size,
+                            "bc_url": "${aws:iot:s3-presigned-url:" + url + name + "}",
+                        },
+                    ),
+                    (c, {"bc_idx": 1, "bc_crc": "not-an-md5", "bc_size": -5, "bc_url": url + name}),
+                ]
+            )
             name, size, sha, md5 = publish(images["1.2.0"], jobs_state)
             b = Case("(b) crashing firmware", "demo-b-crash", ["sensor-a"], "FAILED", "revert")
-            run([(b, {"operation": "fota", "url": "${aws:iot:s3-presigned-url:" + url + name
-                      + "}", "size": size, "sha256": sha, "version": "1.2.0"})])
+            run(
+                [
+                    (
+                        b,
+                        {
+                            "operation": "fota",
+                            "url": "${aws:iot:s3-presigned-url:" + url + name + "}",
+                            "size": size,
+                            "sha256": sha,
+                            "version": "1.2.0",
+                        },
+                    )
+                ]
+            )
             name, size, sha, md5 = publish(images["1.3.0"], jobs_state)
-            d = Case("(d) both at once -> 1.3.0", "demo-d-both", ["sensor-a", "sensor-b"],
-                     "SUCCEEDED")
-            run([(d, {"operation": "fota", "url": "${aws:iot:s3-presigned-url:" + url + name
-                      + "}", "size": size, "sha256": sha, "version": "1.3.0"})])
+            d = Case(
+                "(d) both at once -> 1.3.0", "demo-d-both", ["sensor-a", "sensor-b"], "SUCCEEDED"
+            )
+            run(
+                [
+                    (
+                        d,
+                        {
+                            "operation": "fota",
+                            "url": "${aws:iot:s3-presigned-url:" + url + name + "}",
+                            "size": size,
+                            "sha256": sha,
+                            "version": "1.3.0",
+                        },
+                    )
+                ]
+            )
             for case in (a, b, c, d):
                 for thing, st in status_of(store, case.job_id).items():
                     results.append((case, thing, st, ended.get((case.job_id, thing), 0.0)))

@@ -173,7 +173,7 @@ class SwapMove:
     def _finish(self, ctx: BootContext, swap_type: int) -> None:
         upgrade_ok = swap_type in (mb.SWAP_REVERT, mb.SWAP_PERM)
         if upgrade_ok and ctx.state(ctx.pri).image_ok == mb.FLAG_UNSET:
-                mb.write_image_ok(ctx.pri, ctx.max_align)
+            mb.write_image_ok(ctx.pri, ctx.max_align)
         if swap_type in (mb.SWAP_TEST, mb.SWAP_PERM, mb.SWAP_REVERT):
             mb.write_copy_done(ctx.pri, ctx.max_align)
 

@@ -74,5 +74,6 @@ def prepare(
         )
     hash_tlv = image.hash_tlv()
     digest = image.sha256_tlv or (hash_tlv.value if hash_tlv is not None else b"")
-    return PreparedImage(bytes(data[: image.total_size]), str(image.version), bytes(digest),
-                         signed_here)
+    return PreparedImage(
+        bytes(data[: image.total_size]), str(image.version), bytes(digest), signed_here
+    )

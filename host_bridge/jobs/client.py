@@ -24,6 +24,7 @@ from host_bridge.errors import BridgeError, ConfigError
 
 log = logging.getLogger("fota.jobs")
 
+CATCH_UP_TIMEOUT_S = 3.0
 RETRYABLE = ("RequestThrottled", "ResourceNotFound", "InternalError")
 PREFIX = "$aws/things/"
 
@@ -200,8 +201,19 @@ class JobsClient:
             "connected to %s:%s; %d things", self.broker.host, self.broker.port, len(self.things)
         )
         # Ask for the next job of every thing: catches what was published while offline.
+        # Not from paho's network thread (a request waits for its reply), and retried: after a
+        # broker restart the jobs service may not be subscribed again yet.
+        threading.Thread(target=self._catch_up, name="jobs-catch-up", daemon=True).start()
+
+    def _catch_up(self) -> None:
         for t in self.things:
-            self._publish(t, "$next/get", {"clientToken": "next-" + uuid.uuid4().hex[:12]})
+            try:
+                body = self.request(t, "$next/get", {}, timeout_s=CATCH_UP_TIMEOUT_S, retries=5)
+            except BridgeError as exc:
+                log.warning("could not ask for the next job of %s: %s", t, exc)
+                continue
+            execution = body.get("execution")
+            self._dispatch(t, execution if isinstance(execution, dict) else None)
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any

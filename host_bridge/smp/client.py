@@ -192,8 +192,7 @@ class SmpClient:
         except DeviceError:
             return None
         size, count = r.get("buf_size"), r.get("buf_count")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                   for v in (size, count)):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (size, count)):
             raise DeviceError("mcumgr params: the device sent a malformed reply", MGMT_ERR.EINVAL)
         assert isinstance(size, int) and isinstance(count, int)
         return Params(size, count)
@@ -247,8 +246,10 @@ class SmpClient:
         if not isinstance(d, dict):
             raise DeviceError("image state: the device sent a malformed reply", MGMT_ERR.EINVAL)
         ints = {k: d.get(k, 0) for k in ("slot", "image")}
-        flags = {k: d.get(k, k == "bootable") for k in
-                 ("active", "confirmed", "pending", "permanent", "bootable")}
+        flags = {
+            k: d.get(k, k == "bootable")
+            for k in ("active", "confirmed", "pending", "permanent", "bootable")
+        }
         version, digest = d.get("version", ""), d.get("hash", b"")
         if (
             any(isinstance(v, bool) or not isinstance(v, int) for v in ints.values())

@@ -105,9 +105,7 @@ class SerialLink:
         if self.framing == "console":
             self._decoder = sf.ConsoleDecoder(self.max_packet)
         else:
-            self._decoder = sf.RawDecoder(
-                self.max_packet, 1000, lambda: int(self._clock() * 1000)
-            )
+            self._decoder = sf.RawDecoder(self.max_packet, 1000, lambda: int(self._clock() * 1000))
 
     @property
     def port(self) -> Port:

@@ -150,8 +150,15 @@ def upload(
         client.erase(1)  # the device hashed a different image: start again, clean
         st.restart()
     return UploadResult(
-        st.size, st.sent_bytes, st.resumed_from, time.monotonic() - start_t, window, cont_n,
-        match, st.resyncs, st.total_retries,
+        st.size,
+        st.sent_bytes,
+        st.resumed_from,
+        time.monotonic() - start_t,
+        window,
+        cont_n,
+        match,
+        st.resyncs,
+        st.total_retries,
     )
 
 
@@ -159,7 +166,12 @@ class _State:
     """Where an upload stands, and what the line has taught it (chunk size, latency)."""
 
     def __init__(
-        self, size: int, first_n: int, cont_n: int, window: int, baud: int,
+        self,
+        size: int,
+        first_n: int,
+        cont_n: int,
+        window: int,
+        baud: int,
         timeout_s: float | None,
     ) -> None:
         self.size = size
@@ -212,12 +224,18 @@ PROBE_AFTER_S = 1.0  # first chunk: after this, an echo tells "busy erasing" fro
 
 
 def _run(
-    client: SmpClient, image: Image, st: _State, upgrade: bool, max_retries: int,
+    client: SmpClient,
+    image: Image,
+    st: _State,
+    upgrade: bool,
+    max_retries: int,
     progress: Progress | None,
 ) -> bool | None:
     size = st.size
     first_fields: dict[str, object] = {
-        "image": 0, "len": size, "sha": image_sha256(image),
+        "image": 0,
+        "len": size,
+        "sha": image_sha256(image),
     }
     if upgrade:
         first_fields["upgrade"] = True
@@ -274,7 +292,9 @@ def _run(
             if st.stuck > STUCK_LIMIT:
                 raise DeviceError(
                     f"upload: the device keeps asking for offset {device_off} and takes no data "
-                    f"({STUCK_LIMIT} re-synchronisations without progress)", 1, 1
+                    f"({STUCK_LIMIT} re-synchronisations without progress)",
+                    1,
+                    1,
                 )
             st.resyncs += 1
             st.lost()
@@ -300,8 +320,7 @@ def _failed(st: _State, max_retries: int, what: str) -> None:
     st.total_retries += 1
     if st.retries > max_retries:
         raise SmpTimeout(
-            f"upload stalled at {st.acked} of {st.size} bytes: {what} after "
-            f"{max_retries} retries"
+            f"upload stalled at {st.acked} of {st.size} bytes: {what} after {max_retries} retries"
         )
 
 
