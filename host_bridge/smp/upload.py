@@ -142,6 +142,9 @@ def upload(
     if window is None:
         window = max(1, params.buf_count - 1) if params else 1
     first_n, cont_n = chunk_sizes(buf_size, client.link.framing)
+    # The first chunk travels alone while the device erases the slot, so its size buys no
+    # throughput; kept small, it survives a noisy line (it is re-sent whole when lost).
+    first_n = min(first_n, FIRST_CHUNK_MAX)
     st = _State(len(image), first_n, cont_n, window, client.link.baudrate, timeout_s)
     for attempt in range(2):
         match = _run(client, image, st, upgrade, max_retries, progress)
@@ -217,8 +220,9 @@ class _State:
 
 MIN_CHUNK = 64
 STUCK_LIMIT = 64  # a healthy noisy line makes progress long before this many resyncs
-GROW_AFTER = 16  # deliveries in a row before the chunk size doubles again
-MIN_TIMEOUT_S = 0.3
+GROW_AFTER = 8  # deliveries in a row before the chunk size doubles again
+FIRST_CHUNK_MAX = 512
+MIN_TIMEOUT_S = 0.1  # the floor; the window's wire time and 4x the measured latency come on top
 CONT_TIMEOUT_S = 5.0
 PROBE_AFTER_S = 1.0  # first chunk: after this, an echo tells "busy erasing" from "lost"
 
