@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from bootloader.testimages import payload
 from host_bridge.image.sign import SigningParams, generate_key, sign_payload
 from host_bridge.localjobs.cli import DB_NAME, FILES_DIR
 from host_bridge.localjobs.store import JobStore
+from reliability.procs import find_mosquitto, free_port, port_open
 
 PY = sys.executable
 BOARD = "nrf52840"
@@ -46,20 +46,14 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def find_mosquitto() -> str:
-    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    raise SystemExit(
-        "demo: mosquitto is not installed: `sudo apt-get install mosquitto` (Debian/Ubuntu) "
-        "or `brew install mosquitto`, then run `just demo` again"
-    )
+def need_mosquitto() -> str:
+    path = find_mosquitto()
+    if path is None:
+        raise SystemExit(
+            "demo: mosquitto is not installed: `sudo apt-get install mosquitto` (Debian/Ubuntu) "
+            "or `brew install mosquitto`, then run `just demo` again"
+        )
+    return path
 
 
 class Procs:
@@ -104,14 +98,6 @@ def wait_for(what: str, cond: Any, timeout_s: float, procs: Procs) -> Any:
         procs.check_alive()
         time.sleep(0.1)
     raise SystemExit(f"demo: timed out waiting for {what}")
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -200,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args(argv)
-    mosquitto = find_mosquitto()
+    mosquitto = need_mosquitto()
     work = Path(tempfile.mkdtemp(prefix="fota-demo-"))
     logs = work / "logs"
     logs.mkdir()
