@@ -142,9 +142,15 @@ class VirtualMcu:
         self.master, self.slave = master, slave  # keeping the slave open avoids EIO
         self.link = Path(args.link)
         slave_name = os.ttyname(slave)
-        if self.link.is_symlink() or self.link.exists():
-            self.link.unlink()
-        self.link.symlink_to(slave_name)
+        try:
+            if self.link.is_symlink() or self.link.exists():
+                self.link.unlink()
+            self.link.symlink_to(slave_name)
+        except OSError as exc:
+            for fd in (master, slave):
+                os.close(fd)
+            self.flash.close()
+            raise OSError(f"cannot create the link {self.link}: {exc.strerror}") from exc
         self.slave_name = slave_name
         self.port = PacedPort(master, args.baud)
 
