@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bootloader.flash import Flash, FlashError, PowerCut
 from bootloader.layout import Layout, LayoutError, board_names, load_board
@@ -25,20 +25,48 @@ class CliError(Exception):
     """A one-line, actionable error for the person at the terminal."""
 
 
-def _read(path: str, what: str) -> bytes:
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line and exit 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def int_at_least(low: int, base: int = 10) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low`` (``base`` 0: 0x.. and 0o.. too)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, base)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer of at least {low}, not {text!r}")
+        return value
+
+    return parse
+
+
+def internal_error(prog: str, exc: BaseException) -> int:
+    """The safety net under every command: one line for a bug, never a traceback."""
+    print(f"{prog}: internal error: {type(exc).__name__}: {exc} (please report)", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def read_file(path: str, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
-def _keys(paths: Sequence[str]) -> list[Any]:
+def load_keys(paths: Sequence[str]) -> list[Any]:
     from bootloader.image import load_public_key
 
     keys = []
     for p in paths:
         try:
-            keys.append(load_public_key(_read(p, "key")))
+            keys.append(load_public_key(read_file(p, "key")))
         except ValueError as exc:
             raise CliError(f"{p} is not a usable key: {exc}") from exc
     return keys
@@ -90,8 +118,8 @@ def cmd_boards(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from bootloader.image import ImageError, describe, parse_image, verify_image
 
-    data = _read(args.image, "image")
-    keys = _keys(args.key or [])
+    data = read_file(args.image, "image")
+    keys = load_keys(args.key or [])
     try:
         image = parse_image(data)
     except ImageError as exc:
@@ -124,7 +152,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     layout, flash = _open_flash(args)
     part = layout.partitions[_slot(layout, args.slot)]
-    data = _read(args.image, "image")
+    data = read_file(args.image, "image")
     limit = part.size - layout.trailer_sectors() * layout.sector_size
     if len(data) > limit:
         raise CliError(f"image is {len(data)} bytes but {part.name} holds at most {limit}")
@@ -196,7 +224,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     layout, flash = _open_flash(args)
-    keys = _keys(args.key or [])
+    keys = load_keys(args.key or [])
     with flash:
         flash.arm_power_cut(args.power_cut_at)
         ops0 = flash.ops
@@ -239,7 +267,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fota-boot",
         description="Inspect MCUboot images and run MCUboot's boot logic on a simulated flash. "
         "A missing flash file is created erased.",
@@ -270,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_state)
     s = sub.add_parser("boot", help="one boot as MCUboot would do it")
-    s.add_argument("--power-cut-at", type=int, metavar="N", help="stop before flash op N")
+    s.add_argument(
+        "--power-cut-at", type=int_at_least(1), metavar="N", help="stop before flash op N (1-based)"
+    )
     s.add_argument("--key", action="append", help="trusted key: signatures become required")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_boot)
@@ -290,7 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fota-boot: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
+        print("fota-boot: interrupted", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:
+        return internal_error("fota-boot", exc)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from pathlib import Path
 from typing import Final
 
@@ -70,9 +71,19 @@ class Flash:
 
     def _open(self, path: Path) -> mmap.mmap:
         exists = path.exists()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            cur = os.fstat(fd).st_size
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise FlashError(
+                f"cannot open flash file {path}: {exc.strerror}: give a writable file path"
+            ) from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FlashError(
+                    f"flash file {path} is not a regular file: give a file path (it is created)"
+                )
+            cur = st.st_size
             if exists and cur not in (0, self.size):
                 raise FlashError(
                     f"flash file {path} holds {cur} bytes but the board's flash is {self.size}"
@@ -85,11 +96,15 @@ class Flash:
                     n = min(left, len(chunk))
                     os.write(fd, chunk[:n])
                     left -= n
+            mm = mmap.mmap(fd, self.size)
+        except OSError as exc:
+            os.close(fd)
+            raise FlashError(f"cannot use flash file {path}: {exc.strerror}") from exc
         except BaseException:
             os.close(fd)
             raise
         self._file = fd
-        return mmap.mmap(fd, self.size)
+        return mm
 
     def close(self) -> None:
         if isinstance(self._mm, mmap.mmap):

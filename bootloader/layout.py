@@ -14,9 +14,10 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final
 
+from mcu import mcuboot as mb
+
 BOARDS_DIR: Final = Path(__file__).parent / "boards"
 MODES: Final = ("swap-move", "overwrite-only")
-MAGIC_SZ: Final = 16
 TMPBUF_SZ: Final = 256  # MCUboot copies regions through a 256-byte buffer (BOOT_TMPBUF_SZ)
 
 
@@ -75,25 +76,26 @@ class Layout:
         return self.mode == "overwrite-only"
 
     def trailer_size(self) -> int:
-        """Bytes MCUboot reserves at the end of a slot (``boot_trailer_sz``)."""
-        magic_align = align_up(MAGIC_SZ, self.max_align)
-        if self.overwrite_only:
-            # imgtool's --overwrite-only trailer: image_ok + copy_done + magic.
-            return self.max_align * 2 + magic_align
-        status = self.max_sectors * 3 * self.write_size
-        return status + self.max_align * 4 + magic_align
+        """Bytes of MCUboot trailer at the end of a slot (``boot_trailer_sz``), any mode."""
+        return mb.trailer_sz(self.write_size, self.max_align, self.max_sectors)
 
     def trailer_sectors(self) -> int:
         return -(-self.trailer_size() // self.sector_size)
 
     def max_image_size(self) -> int:
-        """Largest image (header + body + TLVs) MCUboot will swap (``app_max_size``)."""
-        trailer = self.trailer_sectors() * self.sector_size
-        if self.overwrite_only:
-            return min(self.slot0.size, self.slot1.size) - trailer
-        pri = self.slot0.size - trailer - self.sector_size
-        sec = self.slot1.size - trailer
-        return min(pri, sec)
+        """Largest image (header + body + TLVs) MCUboot accepts (``bootutil_max_image_size``).
+
+        The one formula the receiver, direct mode and the bridge also use
+        (:func:`mcu.mcuboot.max_image_size`).
+        """
+        return mb.max_image_size(
+            self.mode,
+            self.slot0.size,
+            self.slot1.size,
+            self.sector_size,
+            self.trailer_size(),
+            self.max_align,
+        )
 
     def imgtool_args(self) -> list[str]:
         """The imgtool sign options that make an image fit this board."""

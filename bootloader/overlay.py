@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bootloader.layout import BOARDS_DIR, Layout, board_names, load_board
+from bootloader.layout import BOARDS_DIR, Layout, LayoutError, board_names, load_board
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 OVERLAY_DIR: Final = Path(__file__).resolve().parent / "zephyr" / "boards"
@@ -255,14 +255,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir: Path = args.dir
 
     if args.board is not None:
-        layout = load_board(args.board)
+        try:
+            layout = load_board(args.board)
+        except LayoutError as exc:
+            print(f"overlay: error: {exc}", file=sys.stderr)
+            return 2
         if not layout.zephyr_board:
             print(f"board {layout.name} has no zephyr_board", file=sys.stderr)
             return 2
         sys.stdout.write(render(layout, Path(str(args.board)).stem))
         return 0
     if args.write:
-        for path in write_overlays(out_dir):
+        try:
+            if out_dir.exists() and not out_dir.is_dir():
+                raise NotADirectoryError(20, "it is not a directory")
+            changed = write_overlays(out_dir)
+        except OSError as exc:
+            print(
+                f"overlay: error: cannot write into --dir {out_dir}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return 2
+        for path in changed:
             print(f"{'removed' if not path.exists() else 'wrote'} {_show(path)}")
         return 0
     stale = stale_overlays(out_dir)

@@ -24,6 +24,8 @@ import tty
 from pathlib import Path
 from typing import Any
 
+from bootloader.cli import CliError, OneLineParser, int_at_least, internal_error, load_keys
+from bootloader.cli import read_file as _read_file
 from bootloader.flash import Flash, FlashError
 from bootloader.layout import Layout, LayoutError, load_board
 from bootloader.model.boot import BootedImage, boot
@@ -128,12 +130,8 @@ class VirtualMcu:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.layout = load_board(args.board)
+        self.keys: list[Any] = load_keys(args.key or [])
         self.flash = Flash.for_layout(self.layout, args.flash)
-        self.keys: list[Any] = []
-        if args.key:
-            from bootloader.image import load_public_key
-
-            self.keys = [load_public_key(Path(k).read_bytes()) for k in args.key]
         self.stop = False
         self.boots = 0
         master, slave = os.openpty()
@@ -236,7 +234,7 @@ class VirtualMcu:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fota-vmcu",
         description="A virtual MCU: MCUboot model + the mcu/ SMP receiver on a pseudo-terminal.",
         epilog="Example: fota-vmcu --board nrf52840 --flash dev.bin --link /tmp/ttyVMCU0 & "
@@ -245,35 +243,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True, help="board name or layout .toml")
     p.add_argument("--flash", required=True, help="flash file (created erased if missing)")
     p.add_argument("--link", required=True, help="symlink to create for the pty slave")
-    p.add_argument("--baud", type=int, default=None, help="pace the line like a UART")
+    p.add_argument("--baud", type=int_at_least(1), default=None, help="pace the line like a UART")
     p.add_argument("--framing", choices=("console", "raw"), default="console")
-    p.add_argument("--buf-size", type=int, default=2048, help="SMP buffer size (mcumgr params)")
-    p.add_argument("--buf-count", type=int, default=4, help="SMP buffers (the receive window)")
+    p.add_argument(
+        "--buf-size", type=int_at_least(1), default=2048, help="SMP buffer size (mcumgr params)"
+    )
+    p.add_argument(
+        "--buf-count", type=int_at_least(1), default=4, help="SMP buffers (the receive window)"
+    )
     p.add_argument("--key", action="append", help="trusted key: MCUboot requires signatures")
     p.add_argument("--load", metavar="IMAGE", help="program IMAGE into the primary slot first")
     return p
 
 
+def _start(args: argparse.Namespace) -> VirtualMcu:
+    """The virtual MCU, with ``--load`` programmed; nothing is left open when this fails."""
+    image = _read_file(args.load, "image") if args.load else None
+    vm = VirtualMcu(args)
+    if image is None:
+        return vm
+    try:
+        lay = vm.layout
+        limit = lay.slot0.size - lay.trailer_sectors() * lay.sector_size
+        if len(image) > limit:
+            raise CliError(
+                f"image {args.load} is {len(image)} bytes but {lay.slot0.name} of board "
+                f"{lay.name} holds at most {limit}"
+            )
+        area = vm.flash.area(lay.slot0)
+        area.erase(0, area.size)
+        pad = bytes([lay.erased_val]) * (-len(image) % lay.write_size)
+        area.write(0, image + pad)
+    except BaseException:
+        vm.close()
+        raise
+    return vm
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        vm = VirtualMcu(args)
-        if args.load:
-            data = Path(args.load).read_bytes()
-            area = vm.flash.area(vm.layout.slot0)
-            area.erase(0, area.size)
-            pad = bytes([vm.layout.erased_val]) * (-len(data) % vm.layout.write_size)
-            area.write(0, data + pad)
-    except (LayoutError, FlashError, OSError, ValueError) as exc:
+        vm = _start(args)
+    except (CliError, LayoutError, FlashError, OSError, ValueError) as exc:
         print(f"fota-vmcu: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        return internal_error("fota-vmcu", exc)
 
     def on_term(signum: int, frame: object) -> None:
         vm.stop = True
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    return vm.run()
+    try:
+        return vm.run()
+    except Exception as exc:
+        return internal_error("fota-vmcu", exc)
 
 
 if __name__ == "__main__":

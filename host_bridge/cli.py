@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from host_bridge.errors import BridgeError, ConfigError, DeviceError, ImageError
 from host_bridge.image.prepare import (
@@ -21,22 +22,84 @@ from host_bridge.image.prepare import (
     load_trusted_keys,
     prepare,
 )
-from host_bridge.image.sign import KEY_TYPES, SigningParams, generate_key, sign_payload
+from host_bridge.image.sign import (
+    KEY_TYPES,
+    SigningParams,
+    generate_key,
+    load_signing_key,
+    sign_payload,
+)
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line and exit 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def int_at_least(low: int, base: int = 10) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low`` (``base`` 0: 0x.. and 0o.. too)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, base)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer of at least {low}, not {text!r}")
+        return value
+
+    return parse
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer {low}..{high}, not {text!r}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
+def internal_error(prog: str, exc: BaseException) -> int:
+    """The safety net under every command: one line for a bug, never a traceback."""
+    print(f"{prog}: internal error: {type(exc).__name__}: {exc} (please report)", file=sys.stderr)
+    return EXIT_ERROR
 
 
 # -- shared options ------------------------------------------------------------------------
 def add_port_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, help="device path or pyserial URL (socket://...)")
-    p.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
+    p.add_argument(
+        "--baud", type=int_at_least(1), default=115200, help="serial baud rate (default 115200)"
+    )
     p.add_argument(
         "--framing",
         choices=("console", "raw"),
         default="console",
         help="SMP framing: Zephyr's console framing (default) or raw",
     )
-    p.add_argument("--timeout", type=float, default=2.0, help="reply timeout in seconds")
+    p.add_argument("--timeout", type=seconds, default=2.0, help="reply timeout in seconds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -51,8 +114,10 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
         default=[],
         help="trusted public key: images must be signed by one (repeatable)",
     )
-    p.add_argument("--window", type=int, help="chunks in flight (default: from mcumgr params)")
-    p.add_argument("--buf-size", type=int, help="override the device's SMP buffer size")
+    p.add_argument(
+        "--window", type=int_at_least(1), help="chunks in flight (default: from mcumgr params)"
+    )
+    p.add_argument("--buf-size", type=int_at_least(1), help="override the device's SMP buffer size")
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -112,6 +177,16 @@ def _prepare(args: argparse.Namespace, client: Any | None) -> PreparedImage:
         params=params,
         max_image_size=limit,
     )
+
+
+def _image(args: argparse.Namespace, client: Any | None) -> PreparedImage:
+    """``_prepare``, with the image's path in front of any reason it is refused."""
+    try:
+        return _prepare(args, client)
+    except ImageError as exc:
+        if args.image in str(exc):
+            raise
+        raise ImageError(f"{args.image}: {exc}") from exc
 
 
 @contextmanager
@@ -210,7 +285,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     from host_bridge.smp.upload import upload
 
     client = _client(args)
-    image = _prepare(args, client)
+    image = _image(args, client)
     with progress_bar(not args.json, "uploading") as bar:
         result = upload(
             client, image.data, window=args.window, buf_size=args.buf_size, progress=bar
@@ -248,7 +323,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     from host_bridge.device import DeviceUpdater, UpdateOptions
 
     client = _client(args)
-    image = _prepare(args, client)
+    image = _image(args, client)
+    client.link.open()  # a port that cannot be opened is exit 2, not a failed update
     opts = UpdateOptions(
         policy=args.policy,
         confirm_timeout_s=args.confirm_timeout,
@@ -272,11 +348,13 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from host_bridge import logs
-    from host_bridge.config import load_config
+    from host_bridge.config import check_tls_files, load_config
     from host_bridge.daemon import Bridge
 
     cfg = load_config(args.config)
     logs.setup(args.log_format, args.log_level)
+    if cfg.signing_key is not None:
+        load_signing_key(cfg.signing_key)  # a usable private key, before any job needs it
     if args.check:
         load_trusted_keys(cfg.trusted_keys)  # each must be a usable public key
         tls = cfg.broker.tls
@@ -286,6 +364,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{cfg.broker.port}, {mode})"
         )
         return EXIT_OK
+    tls = cfg.broker.tls
+    if tls is not None:  # --check leaves the TLS files' contents to the connection
+        check_tls_files(tls.ca, tls.cert, tls.key)
     return Bridge(cfg).run_forever()
 
 
@@ -307,7 +388,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 # -- parser ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fota-bridge",
         description="Firmware updates for MCUboot devices over SMP/serial, driven by AWS IoT "
         "Jobs. Exit codes: 0 ok, 1 the device said no or the update reverted, 2 error.",
@@ -329,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--key", help="signing key (omit for a hash-only image)")
     s.add_argument("--version", dest="img_version", required=True, help="1.2.3[+4]")
     s.add_argument("--board", help="take header size, alignment and slot size from a board")
-    s.add_argument("--slot-size", type=lambda v: int(v, 0), help="slot size (bytes)")
+    s.add_argument("--slot-size", type=int_at_least(1, base=0), help="slot size (bytes)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_sign)
 
@@ -353,11 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--confirm-timeout",
-        type=float,
+        type=seconds,
         default=30.0,
         help="seconds the new firmware has to confirm itself",
     )
-    s.add_argument("--boot-timeout", type=float, default=30.0, help="seconds a reboot may take")
+    s.add_argument("--boot-timeout", type=seconds, default=30.0, help="seconds a reboot may take")
     s.set_defaults(fn=cmd_update)
 
     s = sub.add_parser("run", help="the daemon: AWS IoT Jobs -> firmware on the devices")
@@ -400,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fota-bridge: interrupted", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:
+        return internal_error("fota-bridge", exc)
 
 
 if __name__ == "__main__":

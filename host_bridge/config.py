@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,15 @@ def _path(base: Path, value: str | None) -> Path | None:
     return p if p.is_absolute() else base / p
 
 
+def _need_file(p: Path, where: str) -> None:
+    if not p.exists():
+        raise ConfigError(f"{where}: file {p} does not exist")
+    if p.is_dir():
+        raise ConfigError(f"{where}: {p} is a directory: give the file itself")
+    if not p.is_file():
+        raise ConfigError(f"{where}: {p} is not a regular file")
+
+
 def parse_config(data: dict[str, Any], base: Path) -> BridgeConfig:
     broker_t = data.get("broker")
     if not isinstance(broker_t, dict):
@@ -116,8 +126,8 @@ def parse_config(data: dict[str, Any], base: Path) -> BridgeConfig:
         if (cert is None) != (key is None):
             raise ConfigError("[broker]: give both 'cert' and 'key' for mutual TLS, or neither")
         for p in (ca, cert, key):
-            if p is not None and not p.exists():
-                raise ConfigError(f"[broker]: file {p} does not exist")
+            if p is not None:
+                _need_file(p, "[broker]")
         tls = TlsConfig(str(ca), str(cert) if cert else None, str(key) if key else None)
     port = _get(broker_t, "port", int, "[broker]", 1883 if plaintext else 8883)
     if not 1 <= port <= 65535:
@@ -183,8 +193,8 @@ def parse_config(data: dict[str, Any], base: Path) -> BridgeConfig:
     download_ca = _path(base, _get(download_t, "ca", str, "[download]"))
     for where, files in (("[signing]", [signing_key, *trusted]), ("[download]", [download_ca])):
         for f in files:
-            if f is not None and not f.is_file():
-                raise ConfigError(f"{where}: file {f} does not exist")
+            if f is not None:
+                _need_file(f, where)
     return BridgeConfig(
         broker=broker,
         devices=devices,
@@ -216,3 +226,53 @@ def load_config(path: str | Path) -> BridgeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {p} is not valid TOML: {exc}") from exc
     return parse_config(data, p.resolve().parent)
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create the state directory (0700), or tighten one that exists; ConfigError if it
+    cannot be used."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
+    except FileExistsError as exc:
+        raise ConfigError(
+            f"state_dir {path} is a file, not a directory: set state_dir to a directory"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create state_dir {path}: {exc.strerror}: set state_dir to a directory "
+            "the bridge may write"
+        ) from exc
+
+
+def check_tls_files(
+    ca: str | None,
+    cert: str | None = None,
+    key: str | None = None,
+    names: tuple[str, str, str] = ("[broker] ca", "cert", "key"),
+) -> None:
+    """Load the TLS files the way a connection will, naming the one that is unusable
+    (``names``: what the person calls the CA, certificate and key settings)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=ca)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(
+                f"cannot use {names[0]} {ca} as a CA certificate: {_why(exc)}"
+            ) from exc
+    if cert is not None:
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot use {names[1]} {cert} with {names[2]} {key} as a client "
+                f"certificate: {_why(exc)}"
+            ) from exc
+
+
+def _why(exc: BaseException) -> str:
+    """``[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4154)`` ->
+    ``no certificate or crl found``; an OSError's strerror."""
+    text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    return re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(text)) or str(exc)

@@ -14,7 +14,6 @@ bridge as still pending (after a reconnect, a service restart, a bridge restart)
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import re
@@ -25,12 +24,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from host_bridge.config import BridgeConfig, DeviceConfig
+from host_bridge.config import BridgeConfig, DeviceConfig, prepare_state_dir
 from host_bridge.device import DeviceUpdater, UpdateOptions
 from host_bridge.errors import BridgeError
 from host_bridge.image.prepare import is_mcuboot_image, load_trusted_keys, prepare
 from host_bridge.image.sign import SigningParams
 from host_bridge.jobs.client import RETRYABLE, JobsClient, JobsError
+from host_bridge.jobs.documents import DocumentError, FirmwareJob, parse_document
+from host_bridge.jobs.received import DOCUMENT_CHARS
 from host_bridge.redact import redact_text, redact_url
 from host_bridge.store import InFlight, Store
 
@@ -89,6 +90,34 @@ def clean_details(details: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def too_large_for(job: FirmwareJob, layout: Any) -> str | None:
+    """Why the document's image cannot fit the device's slot, or None (size unknown, or fits).
+
+    A raw binary (``signed: false``) grows by at least the image header when it is signed.
+    """
+    if job.size is None or layout is None:
+        return None
+    limit = int(layout.max_image_size())
+    size = job.size + (int(layout.header_size) if job.signed is False else 0)
+    if size <= limit:
+        return None
+    what = (
+        f"{job.size} bytes + a {layout.header_size}-byte header"
+        if job.signed is False
+        else (f"{job.size} bytes")
+    )
+    return (
+        f"the image ({what}) does not fit the device's slot: {layout.name} holds at most "
+        f"{limit} bytes per image"
+    )
+
+
+def received_chars(execution: dict[str, Any] | None) -> int | None:
+    """The job document's length as received (see host_bridge.jobs.received), if known."""
+    length = execution.get(DOCUMENT_CHARS) if execution is not None else None
+    return length if isinstance(length, int) else None
+
+
 class DeviceWorker(threading.Thread):
     """Handles one thing's jobs, one at a time, in order of notification."""
 
@@ -144,7 +173,6 @@ class DeviceWorker(threading.Thread):
 
     # -- one job ---------------------------------------------------------------------
     def handle(self, execution: dict[str, Any]) -> None:
-        from host_bridge.jobs.documents import DocumentError, FirmwareJob, parse_document
 
         thing = self.device.thing
         job_id = str(execution.get("jobId", ""))
@@ -162,7 +190,7 @@ class DeviceWorker(threading.Thread):
             return
         self.current = job_id
         document = execution.get("jobDocument")
-        raw_len = len(json.dumps(document)) if document is not None else 0
+        raw_len = received_chars(execution)
         cfg = self.bridge.cfg
         try:
             job = parse_document(
@@ -187,6 +215,10 @@ class DeviceWorker(threading.Thread):
                 f"'{getattr(job, 'operation', None)}'); no handler configured",
                 "",
             )
+            return
+        problem = too_large_for(job, self.bridge.layout_for(self.device))
+        if problem is not None:  # the document cannot work for this device: before IN_PROGRESS
+            self.finish(job_id, "REJECTED", problem, "validating")
             return
         saved = self.bridge.store.inflight(thing)
         if saved is None or saved.job_id != job_id:
@@ -213,6 +245,8 @@ class DeviceWorker(threading.Thread):
             self.run_job(job_id, job, saved)
         except Stop:
             raise
+        except DocumentError as exc:  # the file contradicts its document: retrying cannot help
+            self.finish(job_id, "REJECTED", str(exc), self.phase_of(thing))
         except BridgeError as exc:
             self.finish(job_id, "FAILED", str(exc), self.phase_of(thing))
         except Exception as exc:  # a bug must not leave the job IN_PROGRESS forever
@@ -258,7 +292,7 @@ class DeviceWorker(threading.Thread):
             doc = fresh.get("jobDocument") if fresh else None
             again = reparse(
                 doc,
-                raw_length=len(json.dumps(doc)),
+                raw_length=received_chars(fresh),
                 allow_http=cfg.allow_http,
                 allowed_hosts=cfg.allowed_hosts,
             )
@@ -277,6 +311,11 @@ class DeviceWorker(threading.Thread):
         self.set_phase(saved, "verifying")
         data = Path(result.path).read_bytes()
         params = SigningParams.from_layout(layout) if layout else SigningParams()
+        if job.signed is True and not is_mcuboot_image(data):
+            raise DocumentError(
+                "the job says signed: true but the file is not an MCUboot image "
+                "(no image header); it is not signed here: sign it, or set signed: false"
+            )
         if job.signed is False or not is_mcuboot_image(data):
             self.set_phase(saved, "signing")
         image = prepare(
@@ -503,8 +542,7 @@ class Bridge:
     ) -> None:
         self.cfg = cfg
         self.stopping = threading.Event()
-        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        cfg.state_dir.chmod(0o700)  # also tighten a state directory that already existed
+        prepare_state_dir(cfg.state_dir)  # 0700, also when it already existed
         self.trusted_keys = load_trusted_keys([str(p) for p in cfg.trusted_keys])
         self.store = Store(cfg.state_dir / "bridge.sqlite")
         self.workers = {d.thing: DeviceWorker(self, d) for d in cfg.devices}

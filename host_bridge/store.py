@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from host_bridge.errors import ConfigError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inflight (
     thing TEXT PRIMARY KEY,
@@ -51,17 +53,34 @@ class InFlight:
 
 class Store:
     def __init__(self, path: str | Path) -> None:
+        """Open (or create) the database; ConfigError, naming the file, if it is unusable."""
         self.path = Path(path)
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.path.exists():
-            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
-        os.chmod(self.path, 0o600)  # SQLite gives its -wal and -shm files the same mode
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():
+                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            if not self.path.is_file():
+                raise ConfigError(f"state database {self.path} is not a regular file: move it away")
+            os.chmod(self.path, 0o600)  # SQLite gives its -wal and -shm files the same mode
+        except OSError as exc:
+            raise ConfigError(f"cannot create state database {self.path}: {exc.strerror}") from exc
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open state database {self.path}: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise ConfigError(
+                f"state database {self.path} is unusable ({exc}): move it away, or restore it"
+            ) from exc
 
     def close(self) -> None:
         with self._lock:

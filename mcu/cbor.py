@@ -39,8 +39,14 @@ class CborError(ValueError):
 # Decoding
 
 
-def decode(buf, start=0, end=None, max_depth=DEFAULT_MAX_DEPTH, max_items=DEFAULT_MAX_ITEMS,
-           bytes_view=False):
+def decode(
+    buf,
+    start=0,
+    end=None,
+    max_depth=DEFAULT_MAX_DEPTH,
+    max_items=DEFAULT_MAX_ITEMS,
+    bytes_view=False,
+):
     """Decode the single data item that fills buf[start:end] exactly.
 
     An SMP server passes the packet with start=8 and end=8 + header length, so the payload is
@@ -59,8 +65,14 @@ def decode(buf, start=0, end=None, max_depth=DEFAULT_MAX_DEPTH, max_items=DEFAUL
     return value
 
 
-def decode_prefix(buf, start=0, end=None, max_depth=DEFAULT_MAX_DEPTH,
-                  max_items=DEFAULT_MAX_ITEMS, bytes_view=False):
+def decode_prefix(
+    buf,
+    start=0,
+    end=None,
+    max_depth=DEFAULT_MAX_DEPTH,
+    max_items=DEFAULT_MAX_ITEMS,
+    bytes_view=False,
+):
     """Decode the data item starting at buf[start]; return (value, offset just past it).
 
     Same limits and byte-string handling as decode(); bytes past the item are not looked at.
@@ -250,7 +262,7 @@ def _half(h):
     exp = (h >> 10) & 0x1F
     mant = h & 0x3FF
     if exp == 0:
-        value = mant * 2.0 ** -24
+        value = mant * 2.0**-24
     elif exp == 31:
         value = float("nan") if mant else float("inf")
     else:

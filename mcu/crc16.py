@@ -45,8 +45,13 @@ _TABLE = _make_table()
 try:
     # (a, b, c, mask): the multiples x^a + x^b + x^c + 1 of P(x) above, largest first, with
     # 2^a - 1 precomputed where it is small (2.3 KB in all) and made on demand above that.
-    _FOLDS = tuple([(577 << k, 6 << k, 2 << k, (1 << (577 << k)) - 1 if k < 5 else None)
-                    for k in range(6, -1, -1)] + [(268, 26, 11, (1 << 268) - 1)])
+    _FOLDS = tuple(
+        [
+            (577 << k, 6 << k, 2 << k, (1 << (577 << k)) - 1 if k < 5 else None)
+            for k in range(6, -1, -1)
+        ]
+        + [(268, 26, 11, (1 << 268) - 1)]
+    )
     _HAVE_BIG = True
 except OverflowError:  # a build without big integers
     _FOLDS = ()

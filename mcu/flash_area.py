@@ -30,7 +30,7 @@ class RamArea:
     def read(self, off, n):
         if off < 0 or n < 0 or off + n > self.size:
             raise FlashAreaError("read out of range")
-        return bytes(self.mem[off:off + n])
+        return bytes(self.mem[off : off + n])
 
     def write(self, off, data):
         n = len(data)
@@ -41,13 +41,13 @@ class RamArea:
         for i in range(off, off + n):
             if mem[i] != ev:
                 raise FlashAreaError("write to non-erased flash")
-        mem[off:off + n] = data
+        mem[off : off + n] = data
         self.ops += 1
 
     def erase(self, off, n):
         if off % self.sector_size or n % self.sector_size or off < 0 or off + n > self.size:
             raise FlashAreaError("misaligned erase")
-        self.mem[off:off + n] = bytes([self.erased_val]) * n
+        self.mem[off : off + n] = bytes([self.erased_val]) * n
         self.ops += n // self.sector_size
 
 

@@ -17,8 +17,9 @@
 # primary_area / secondary_area: MCUboot's slots as flash areas (mcu.flash_area: size,
 # sector_size, write_size, erased_val, read, write, erase).  trailer_size: the board layout's
 # Layout.trailer_size() (imgtool's --max-sectors/--align/--max-align decide it); the default
-# assumes MCUBOOT_MAX_IMG_SECTORS covers the slot.  Optional: image_num (0), mode
-# ("swap-move" or "overwrite-only"; limits the image size like MCUboot's app_max_size),
+# assumes MCUBOOT_MAX_IMG_SECTORS is the primary slot's sector count.  Optional: image_num
+# (0), mode ("swap-move" or "overwrite-only"; limits the image size as MCUboot does, see
+# mcu.mcuboot.max_image_size),
 # chunk_size (download and flash-write piece, rounded to the write block; 1024), timeout_s
 # (HTTP), allow_http (False), log (a function of one string; print).
 #
@@ -64,9 +65,20 @@ class _Config:
     pass
 
 
-def setup(primary_area, secondary_area, requests_session=None, reset_fn=None, max_align=8,
-          trailer_size=None, image_num=0, mode="swap-move", chunk_size=1024, timeout_s=30,
-          allow_http=False, log=None):
+def setup(
+    primary_area,
+    secondary_area,
+    requests_session=None,
+    reset_fn=None,
+    max_align=8,
+    trailer_size=None,
+    image_num=0,
+    mode="swap-move",
+    chunk_size=1024,
+    timeout_s=30,
+    allow_http=False,
+    log=None,
+):
     """Configure the module (see the top of this file).  Call once at start-up."""
     global _cfg, _verified
     c = _Config()
@@ -82,19 +94,17 @@ def setup(primary_area, secondary_area, requests_session=None, reset_fn=None, ma
     ws = secondary_area.write_size
     c.chunk_size = max(ws, (chunk_size + ws - 1) // ws * ws)
     if trailer_size is None:
-        magic = mb.align_up(mb.MAGIC_SZ, max_align)
-        if mode == "overwrite-only":
-            trailer_size = max_align * 2 + magic
-        else:
-            sectors = secondary_area.size // secondary_area.sector_size
-            trailer_size = sectors * 3 * ws + max_align * 4 + magic
-    ss = secondary_area.sector_size
-    tsec = mb.align_up(trailer_size, ss)
-    c.max_image_size = secondary_area.size - tsec
-    if mode == "swap-move":
-        c.max_image_size = min(c.max_image_size, primary_area.size - tsec - ss)
-    elif mode == "overwrite-only":
-        c.max_image_size = min(c.max_image_size, primary_area.size - tsec)
+        sectors = primary_area.size // primary_area.sector_size
+        trailer_size = mb.trailer_sz(ws, max_align, sectors)
+    # MCUboot's own limit for this mode (bootutil_max_image_size).
+    c.max_image_size = mb.max_image_size(
+        mode,
+        primary_area.size,
+        secondary_area.size,
+        secondary_area.sector_size,
+        trailer_size,
+        max_align,
+    )
     _cfg = c
     _verified = None
     return c
@@ -129,18 +139,23 @@ def _spec(document):
     if spec["signed"] is False:
         raise fota_doc.DocumentError(
             "the image is a raw binary (signed: false): direct mode installs MCUboot images "
-            "only; sign it, or update through the gateway")
+            "only; sign it, or update through the gateway"
+        )
     if spec["image"] != cfg.image_num:
-        raise fota_doc.DocumentError("image %d is not the image this device updates (%d)"
-                                     % (spec["image"], cfg.image_num))
+        raise fota_doc.DocumentError(
+            "image %d is not the image this device updates (%d)" % (spec["image"], cfg.image_num)
+        )
     size = spec["size"]
     if size is not None and size > cfg.max_image_size:
-        raise fota_doc.DocumentError("the image (%d bytes) does not fit the slot (%d bytes)"
-                                     % (size, cfg.max_image_size))
+        raise fota_doc.DocumentError(
+            "the image (%d bytes) does not fit: the slot holds at most "
+            "%d bytes" % (size, cfg.max_image_size)
+        )
     return spec
 
 
 # -- update: erase, download, verify ------------------------------------------------------
+
 
 def _erase_slot(area):
     """Erase the whole slot, skipping sectors that already read erased (less wear)."""
@@ -180,8 +195,9 @@ def _download(cfg, spec, progress):
             raise _Failure("image download failed: HTTP %d" % resp.status_code)
         length = resp.headers.get("content-length")
         if length is not None and spec["size"] is not None and length != str(spec["size"]):
-            raise _Failure("image download: the server has %s bytes, the job says %d"
-                           % (length, spec["size"]))
+            raise _Failure(
+                "image download: the server has %s bytes, the job says %d" % (length, spec["size"])
+            )
         wbuf = bytearray(chunk)
         fill = 0
         off = 0
@@ -195,12 +211,16 @@ def _download(cfg, spec, progress):
             except StopIteration:
                 break
             except (OSError, RuntimeError, ValueError) as exc:  # the connection broke
-                raise _Failure("image download failed after %d bytes: %s"
-                               % (received, _clean(exc, spec["url"])))
+                raise _Failure(
+                    "image download failed after %d bytes: %s"
+                    % (received, _clean(exc, spec["url"]))
+                )
             n = len(piece)
             if received + n > limit:
-                raise _Failure("image download: more than the %d bytes %s" % (
-                    limit, "the job says" if spec["size"] is not None else "the slot holds"))
+                raise _Failure(
+                    "image download: more than the %d bytes %s"
+                    % (limit, "the job says" if spec["size"] is not None else "the slot holds")
+                )
             if md5 is not None:
                 md5.update(piece)
             if sha is not None:
@@ -210,7 +230,7 @@ def _download(cfg, spec, progress):
             pos = 0
             while pos < n:
                 take = min(chunk - fill, n - pos)
-                wbuf[fill:fill + take] = mv[pos:pos + take]
+                wbuf[fill : fill + take] = mv[pos : pos + take]
                 fill += take
                 pos += take
                 if fill == chunk:
@@ -291,10 +311,11 @@ def _check_image(cfg, spec, received):
     version = info["version"]
     want = spec["version"]
     if want is not None and tuple(want) != tuple(version):
-        raise _Failure("the image is version %s, the job says %s"
-                       % (fota_doc.format_version(version), fota_doc.format_version(want)))
-    return {"id": fota_doc.identity(spec), "hash": _hex(digest),
-            "version": mb.version_str(version)}
+        raise _Failure(
+            "the image is version %s, the job says %s"
+            % (fota_doc.format_version(version), fota_doc.format_version(want))
+        )
+    return {"id": fota_doc.identity(spec), "hash": _hex(digest), "version": mb.version_str(version)}
 
 
 def _update(document, progress=None):
@@ -308,8 +329,9 @@ def _update(document, progress=None):
         if spec is None:
             raise fota_doc.DocumentError("not a firmware update document")
         if not bootutil.is_confirmed(cfg.primary, cfg.max_align):
-            raise _Failure("the running image is still on trial: confirm() it before "
-                           "installing another")
+            raise _Failure(
+                "the running image is still on trial: confirm() it before installing another"
+            )
         _erase_slot(cfg.secondary)
         received = _download(cfg, spec, progress)
         _fail_phase = "verifying"
@@ -427,9 +449,16 @@ def _after_reboot(cfg, job, details):
     if st in (mb.SWAP_TEST, mb.SWAP_PERM) and sec is not None and _hex(sec["hash"]) == want:
         return _RESET  # marked, but the reset has not happened yet
     running = run[0] if run is not None else "no valid image"
-    _finish(job, jobs_api.FAILED, {
-        "phase": "testing", "version": version, "hash": want,
-        "reason": "reverted to %s: version %s did not confirm itself" % (running, version)})
+    _finish(
+        job,
+        jobs_api.FAILED,
+        {
+            "phase": "testing",
+            "version": version,
+            "hash": want,
+            "reason": "reverted to %s: version %s did not confirm itself" % (running, version),
+        },
+    )
     return _DONE
 
 
@@ -443,10 +472,16 @@ def _install(cfg, jobs, job, spec, disconnect_mqtt):
             attempt = 1
     want = fota_doc.format_version(spec["version"]) if spec["version"] else None
     if attempt > MAX_ATTEMPTS:
-        _finish(job, jobs_api.FAILED, {
-            "phase": details.get("phase", "downloading"), "version": want,
-            "reason": "gave up after %d attempts: the device restarted during each"
-                      % MAX_ATTEMPTS})
+        _finish(
+            job,
+            jobs_api.FAILED,
+            {
+                "phase": details.get("phase", "downloading"),
+                "version": want,
+                "reason": "gave up after %d attempts: the device restarted during each"
+                % MAX_ATTEMPTS,
+            },
+        )
         return _DONE
     base = {"phase": "downloading", "attempt": attempt, "version": want}
     size = spec["size"]
@@ -460,18 +495,21 @@ def _install(cfg, jobs, job, spec, disconnect_mqtt):
     if disconnect_mqtt:
         jobs.disconnect()
     else:
+
         def progress(received, total):
             d = dict(base)
             d["progress"] = "%d/%d" % (received, total)
             job.update(jobs_api.IN_PROGRESS, d)
+
     try:
         ok = _update(job.document, progress)
     finally:
         if disconnect_mqtt:
             jobs.reconnect()
     if not ok:
-        _finish(job, jobs_api.FAILED, {"phase": _fail_phase, "version": want,
-                                       "reason": last_reason})
+        _finish(
+            job, jobs_api.FAILED, {"phase": _fail_phase, "version": want, "reason": last_reason}
+        )
         return _DONE
     v = _verified
     testing = {"phase": "testing", "hash": v["hash"], "version": v["version"]}
@@ -480,14 +518,18 @@ def _install(cfg, jobs, job, spec, disconnect_mqtt):
     except jobs_api.JobsError:
         # No reply: the update may still have been applied.  Ask, so that the job and the
         # board agree before the image is marked (this raises again if the link is down).
-        recorded = (job.describe() and job.status == jobs_api.IN_PROGRESS
-                    and job.status_details == testing)
+        recorded = (
+            job.describe() and job.status == jobs_api.IN_PROGRESS and job.status_details == testing
+        )
     if not recorded:
         _say("job %s changed meanwhile: the image is not marked for boot" % job.jobid)
         return _DONE
     if not test(job.document):
-        _finish(job, jobs_api.FAILED, {"phase": "testing", "version": v["version"],
-                                       "reason": last_reason})
+        _finish(
+            job,
+            jobs_api.FAILED,
+            {"phase": "testing", "version": v["version"], "reason": last_reason},
+        )
         return _DONE
     return _RESET
 
@@ -502,8 +544,11 @@ def _handle(cfg, jobs, job, disconnect_mqtt, job_cbk):
         if job_cbk is not None:
             job_cbk(job)
         else:
-            _finish(job, jobs_api.REJECTED, {
-                "reason": "not a firmware update job, and this device has no handler for it"})
+            _finish(
+                job,
+                jobs_api.REJECTED,
+                {"reason": "not a firmware update job, and this device has no handler for it"},
+            )
         return _DONE
     details = job.status_details or {}
     if job.status == jobs_api.IN_PROGRESS and details.get("phase") in ("testing", "confirmed"):

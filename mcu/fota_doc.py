@@ -76,8 +76,9 @@ def _hexfield(doc, name, digits, what, required):
                 ok = False
                 break
     if not ok:
-        raise DocumentError("%s must be %d hex digits (%s), got %s"
-                            % (name, digits, what, _show(value)))
+        raise DocumentError(
+            "%s must be %d hex digits (%s), got %s" % (name, digits, what, _show(value))
+        )
     return value.lower()
 
 
@@ -90,7 +91,7 @@ def parse_version(text):
     main, plus, build = text, "", ""
     cut = text.find("+")
     if cut >= 0:
-        main, plus, build = text[:cut], "+", text[cut + 1:]
+        main, plus, build = text[:cut], "+", text[cut + 1 :]
     parts = main.split(".")
     if len(parts) != 3 or (plus and not build):
         return None
@@ -122,7 +123,8 @@ def _version(doc, name):
     if v is None:
         raise DocumentError(
             "%s must be MAJOR.MINOR.REVISION[+BUILD] (e.g. 1.2.3 or v1.2.3+4), got %s"
-            % (name, _show(value)))
+            % (name, _show(value))
+        )
     return v
 
 
@@ -134,15 +136,17 @@ def _url(name, value, allow_http):
         inner = None
         for p in _PLACEHOLDERS:
             if url.startswith(p) and url.endswith("}"):
-                inner = url[len(p):-1].strip()
+                inner = url[len(p) : -1].strip()
         if inner is None or "{" in inner or "}" in inner:
             raise DocumentError(
-                "%s holds a placeholder other than ${aws:iot:s3-presigned-url:...}" % name)
+                "%s holds a placeholder other than ${aws:iot:s3-presigned-url:...}" % name
+            )
         url = inner
     for c in url:
         if c < "!" or c > "~":  # as the gateway: printable ASCII, no spaces
-            raise DocumentError("%s must be plain ASCII without spaces (percent-encode other "
-                                "characters)" % name)
+            raise DocumentError(
+                "%s must be plain ASCII without spaces (percent-encode other characters)" % name
+            )
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme != "https" and not (scheme == "http" and allow_http):
         raise DocumentError("%s must be an https:// URL, got %s" % (name, _show(url)))
@@ -165,13 +169,13 @@ def _authority_ok(rest):
         close = authority.find("]")
         if close < 0:
             return False
-        host, port = authority[:close + 1], authority[close + 1:]
+        host, port = authority[: close + 1], authority[close + 1 :]
         if port and port[0] != ":":
             return False
         port = port[1:]
     else:
         cut = authority.find(":")
-        host, port = (authority, "") if cut < 0 else (authority[:cut], authority[cut + 1:])
+        host, port = (authority, "") if cut < 0 else (authority[:cut], authority[cut + 1 :])
     digits = port.lstrip("0")
     if not host or len(digits) > 5:
         return False
@@ -182,8 +186,16 @@ def _authority_ok(rest):
 
 
 def _spec(source, url, size=None, md5=None, sha256=None, version=None, image=0, signed=None):
-    return {"source": source, "url": url, "size": size, "md5": md5, "sha256": sha256,
-            "version": version, "image": image, "signed": signed}
+    return {
+        "source": source,
+        "url": url,
+        "size": size,
+        "md5": md5,
+        "sha256": sha256,
+        "version": version,
+        "image": image,
+        "signed": signed,
+    }
 
 
 def _seed(doc, allow_http):
@@ -193,16 +205,17 @@ def _seed(doc, allow_http):
     idx = doc.get("bc_idx")
     if idx is not None and (not _is_int(idx) or idx not in (0, 1)):
         raise DocumentError(
-            "bc_idx must be 0 or 1 (both mean: write image 0's secondary slot), got %s"
-            % _show(idx))
+            "bc_idx must be 0 or 1 (both mean: write image 0's secondary slot), got %s" % _show(idx)
+        )
     return _spec("seed", url, size, md5=md5)
 
 
 def _nordic(doc, allow_http):
     loc = _required(doc, "location")
     if not isinstance(loc, dict):
-        raise DocumentError("location must be an object with protocol, host and path, got %s"
-                            % _show(loc))
+        raise DocumentError(
+            "location must be an object with protocol, host and path, got %s" % _show(loc)
+        )
     if loc.get("url") is not None:
         url = _url("location.url", loc["url"], allow_http)
     else:
@@ -216,8 +229,11 @@ def _nordic(doc, allow_http):
         for c in "/?#@ ":
             if c in host:  # the URL would name another host than the one written
                 raise DocumentError("location.host must be a host name, got %s" % _show(host))
-        url = _url("location", "%s://%s/%s" % (proto.lower().rstrip(":"), host, path.lstrip("/")),
-                   allow_http)
+        url = _url(
+            "location",
+            "%s://%s/%s" % (proto.lower().rstrip(":"), host, path.lstrip("/")),
+            allow_http,
+        )
     return _spec("nordic", url, _size(doc, "size", False), version=_version(doc, "fwversion"))
 
 
@@ -227,7 +243,8 @@ def _native(doc, allow_http):
     md5 = _hexfield(doc, "md5", 32, "an MD5", False)
     if sha256 is None and md5 is None:
         raise DocumentError(
-            "missing field 'sha256' (or 'md5'): the download must be checked against a hash")
+            "missing field 'sha256' (or 'md5'): the download must be checked against a hash"
+        )
     image = doc.get("image")
     if image is None:
         image = 0
@@ -236,8 +253,16 @@ def _native(doc, allow_http):
     signed = doc.get("signed")
     if signed is not None and not isinstance(signed, bool):
         raise DocumentError("signed must be true or false, got %s" % _show(signed))
-    return _spec("native", url, _size(doc, "size", False), md5, sha256,
-                 _version(doc, "version"), image, signed)
+    return _spec(
+        "native",
+        url,
+        _size(doc, "size", False),
+        md5,
+        sha256,
+        _version(doc, "version"),
+        image,
+        signed,
+    )
 
 
 def parse(document, allow_http=False):
@@ -277,8 +302,10 @@ def parse(document, allow_http=False):
     if not forms:
         return None
     if len(forms) > 1:
-        raise DocumentError("job document mixes the %s and %s forms: give one, or an operation"
-                            % (forms[0], forms[1]))
+        raise DocumentError(
+            "job document mixes the %s and %s forms: give one, or an operation"
+            % (forms[0], forms[1])
+        )
     if "url" in document:
         return _native(document, allow_http)
     if "location" in document:

@@ -51,8 +51,15 @@ def translate(rc: int) -> int:
         return sf.RC_EBADSTATE
     if rc == 15:
         return sf.RC_ENOMEM
-    if rc in (ERR_INVALID_SLOT, 19, ERR_INVALID_OFFSET, ERR_INVALID_LENGTH,
-              ERR_INVALID_IMAGE_HEADER, ERR_INVALID_HASH, 25):
+    if rc in (
+        ERR_INVALID_SLOT,
+        19,
+        ERR_INVALID_OFFSET,
+        ERR_INVALID_LENGTH,
+        ERR_INVALID_IMAGE_HEADER,
+        ERR_INVALID_HASH,
+        25,
+    ):
         return sf.RC_EINVAL
     return sf.RC_EUNKNOWN
 
@@ -72,19 +79,29 @@ class Upload:
 class ImageGroup:
     """The image group of an SMP server over two flash areas (primary, secondary)."""
 
-    def __init__(self, primary: "Any", secondary: "Any", max_align: int = 8,
-                 trailer_size: int = 0, mode: str = "swap-move") -> None:
+    def __init__(
+        self,
+        primary: "Any",
+        secondary: "Any",
+        max_align: int = 8,
+        trailer_size: int = 0,
+        mode: str = "swap-move",
+        allow_erase_pending: bool = True,
+    ) -> None:
         self.primary = primary
+        # CONFIG_MCUMGR_GRP_IMG_ALLOW_ERASE_PENDING: a slot pending for its next boot (not
+        # a revert slot) may be erased or uploaded over, so a host can take back an image
+        # whose reset never arrived.  Our Zephyr app configuration enables it too.
+        self.allow_erase_pending = allow_erase_pending
         self.secondary = secondary
         self.max_align = max_align
         self.mode = mode
-        # Room for the image: the secondary less its trailer sectors (app_max_size).
         ss = secondary.sector_size
-        tsec = (trailer_size + ss - 1) // ss * ss
-        self.trailer_bytes = tsec
-        self.max_image_size = secondary.size - tsec
-        if mode == "swap-move":
-            self.max_image_size = min(self.max_image_size, primary.size - tsec - ss)
+        self.trailer_bytes = (trailer_size + ss - 1) // ss * ss
+        # Room for the image: MCUboot's own limit for this mode (bootutil_max_image_size).
+        self.max_image_size = mb.max_image_size(
+            mode, primary.size, secondary.size, ss, trailer_size, max_align
+        )
         self.upload = None  # type: Optional[Upload]
 
     def register(self, server: "Any") -> None:
@@ -125,17 +142,19 @@ class ImageGroup:
             if info is None:
                 continue
             f = flags[slot]
-            out.append({
-                "image": 0,
-                "slot": slot,
-                "version": mb.version_str(info["version"]),
-                "hash": bytes(info["hash"]),
-                "bootable": not (info["flags"] & mb.IMAGE_F_NON_BOOTABLE),
-                "pending": f.get("pending", False),
-                "confirmed": f.get("confirmed", False),
-                "active": f.get("active", False),
-                "permanent": f.get("permanent", False),
-            })
+            out.append(
+                {
+                    "image": 0,
+                    "slot": slot,
+                    "version": mb.version_str(info["version"]),
+                    "hash": bytes(info["hash"]),
+                    "bootable": not (info["flags"] & mb.IMAGE_F_NON_BOOTABLE),
+                    "pending": f.get("pending", False),
+                    "confirmed": f.get("confirmed", False),
+                    "active": f.get("active", False),
+                    "permanent": f.get("permanent", False),
+                }
+            )
         return out
 
     def state_map(self) -> "Dict[str, Any]":
@@ -204,9 +223,12 @@ class ImageGroup:
             raise GroupError(GROUP, ERR_FLASH_WRITE_FAILED)
 
     def secondary_in_use(self) -> bool:
-        """img_mgmt_slot_in_use(1): pending for test, scheduled, or needed for revert."""
+        """img_mgmt_slot_in_use(1): needed for a revert; also pending for test or scheduled
+        unless erasing pending slots is allowed."""
         nbs, kind = self.next_boot()
-        return nbs == 1
+        if nbs != 1:
+            return False
+        return kind == NEXT_REVERT or not self.allow_erase_pending
 
     # -- upload --------------------------------------------------------------------------
     def h_upload(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
@@ -224,8 +246,10 @@ class ImageGroup:
                 # Dropped, answered with the offset expected: the resume/pipelining cue.
                 return {"off": up.off if up is not None else 0}
             return self._write_chunk(up, data)
-        except GroupError:
-            self.upload = None  # any upload error ends the session (img_mgmt_reset_upload)
+        except Exception:
+            # Any upload error ends the session (img_mgmt_reset_upload), flash errors and
+            # unexpected ones included: the next chunk is told to start over from 0.
+            self.upload = None
             raise
 
     def _first_chunk(self, req: "Dict[str, Any]", data: "Any") -> "Any":
@@ -239,7 +263,7 @@ class ImageGroup:
             raise GroupError(GROUP, ERR_INVALID_IMAGE_HEADER)
         if size is None:
             raise GroupError(GROUP, ERR_INVALID_LENGTH)
-        hdr = mb.parse_header(bytes(data[0:mb.HEADER_SIZE]))
+        hdr = mb.parse_header(bytes(data[0 : mb.HEADER_SIZE]))
         if hdr is None:
             raise GroupError(GROUP, ERR_INVALID_IMAGE_HEADER_MAGIC)
         if len(sha) > 32:
@@ -340,10 +364,10 @@ class ImageGroup:
                 start = 0
             whole = (n - start) // ws * ws
             if whole:
-                self.secondary.write(up.flushed, data[start:start + whole])
+                self.secondary.write(up.flushed, data[start : start + whole])
                 up.flushed += whole
             if start + whole < n:
-                up.tail.extend(data[start + whole:n])
+                up.tail.extend(data[start + whole : n])
             up.off += n
             if up.off == up.size and up.tail:
                 pad = bytes([self.secondary.erased_val]) * (ws - len(up.tail))
@@ -357,7 +381,7 @@ class ImageGroup:
         if up.off == up.size:
             self.upload = None  # complete: the session ends (Zephyr resets it)
             if up.sha:
-                rsp["match"] = self._slot_hash(up.size)[0:len(up.sha)] == up.sha
+                rsp["match"] = self._slot_hash(up.size)[0 : len(up.sha)] == up.sha
         return rsp
 
     def _slot_hash(self, size: int) -> bytes:
@@ -395,9 +419,15 @@ class ImageGroup:
     def h_slot_info(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
         if op != sf.OP_READ:
             raise SmpError(sf.RC_ENOTSUP)
-        return {"images": [{
-            "image": 0,
-            "slots": [{"slot": 0, "size": self.primary.size},
-                      {"slot": 1, "size": self.secondary.size, "upload_image_id": 0}],
-            "max_image_size": self.max_image_size,
-        }]}
+        return {
+            "images": [
+                {
+                    "image": 0,
+                    "slots": [
+                        {"slot": 0, "size": self.primary.size},
+                        {"slot": 1, "size": self.secondary.size, "upload_image_id": 0},
+                    ],
+                    "max_image_size": self.max_image_size,
+                }
+            ]
+        }

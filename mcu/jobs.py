@@ -344,9 +344,9 @@ class Jobs:
     def _on_reply(self, client, topic, message):
         if not topic.startswith(self.prefix):
             return  # another thing's reply
-        rest = topic[len(self.prefix):]
+        rest = topic[len(self.prefix) :]
         cut = rest.rfind("/")
-        base, outcome = rest[:cut], rest[cut + 1:]
+        base, outcome = rest[:cut], rest[cut + 1 :]
         if outcome not in ("accepted", "rejected"):
             return
         try:
@@ -440,8 +440,9 @@ class Jobs:
             return None
         return Job(self, execution.get("jobId", job_id), execution)
 
-    def update(self, job_id, status, status_details=None, expected_version=None,
-               step_timeout_min=None):
+    def update(
+        self, job_id, status, status_details=None, expected_version=None, step_timeout_min=None
+    ):
         """UpdateJobExecution.  Returns the accepted reply (a dict with executionState), or
         None when the service rejected it; self.rejected then holds {code, message, ...}.
         """

@@ -59,14 +59,30 @@ MAGIC_8 = b"\x77\xc2\x95\xf3\x60\xd2\xef\x7f\x35\x52\x50\x0f\x2c\xb6\x79\x80"
 # Other BOOT_MAX_ALIGN values: u16 LE max_align, then these 14 bytes.
 MAGIC_TAIL = b"\x2d\xe1\x5d\x29\x41\x0b\x8d\x77\x67\x9c\x11\x0f\x1f\x8a"
 
-# The swap-type table (boot_swap_tables in bootutil_public.c), swap-using-move/scratch
-# variant: first match wins.  Columns: primary magic, secondary magic, primary image_ok,
-# secondary image_ok, primary copy_done, result.
+# The swap-type table (boot_swap_tables in bootutil_public.c), as boot_swap_type_multi
+# reads it in a build without MCUBOOT_SWAP_USING_OFFSET (swap-using-move, scratch and
+# overwrite-only): first match wins, no match is NONE.  Columns: primary magic, secondary
+# magic, primary image_ok, secondary image_ok, primary copy_done, result.  The secondary's
+# copy_done is a column of the swap-using-offset build only (its extra first REVERT row).
 SWAP_TABLE = (
+    # boot_swap_tables[0] (design.md "State II"): a test image waits in the secondary.
     (MAGIC_ANY, MAGIC_GOOD, FLAG_ANY, FLAG_UNSET, FLAG_ANY, SWAP_TEST),
+    # boot_swap_tables[1] ("State III"): a permanent image waits in the secondary.
     (MAGIC_ANY, MAGIC_GOOD, FLAG_ANY, FLAG_SET, FLAG_ANY, SWAP_PERM),
+    # boot_swap_tables[2] ("State IV"): the primary was swapped in (copy_done) and never
+    # confirmed.  The secondary's magic is ANY, not UNSET, since MCUboot v2.2.0 ("Fix
+    # device brick after power failure during swap-move revert"): a cut while the revert's
+    # fixup_revert writes the secondary magic leaves it BAD, and the revert must still run.
     (MAGIC_GOOD, MAGIC_ANY, FLAG_UNSET, FLAG_ANY, FLAG_SET, SWAP_REVERT),
 )
+
+# Swap status entries per sector (BOOT_STATUS_STATE_COUNT, bootutil_area.h): swap-using-move
+# has one move state and two swap states; every other mode but swap-using-offset (2),
+# overwrite-only included, reserves 3.
+STATUS_STATE_COUNT = const(3)
+
+MODE_SWAP_MOVE = "swap-move"
+MODE_OVERWRITE_ONLY = "overwrite-only"
 
 
 class McubootError(Exception):
@@ -103,6 +119,51 @@ class TrailerLayout:
     def status_off(self, write_size: int, max_sectors: int, state_count: int = 3) -> int:
         """Start of the swap status area (``boot_status_off``)."""
         return self.swap_size_off - max_sectors * state_count * write_size
+
+
+def trailer_sz(write_size: int, max_align: int = 8, max_sectors: int = 128) -> int:
+    """``boot_trailer_sz`` (bootutil_area.c): bytes of trailer at the end of a slot.
+
+    The swap status (BOOT_STATUS_MAX_ENTRIES = MCUBOOT_MAX_IMG_SECTORS entries of
+    BOOT_STATUS_STATE_COUNT write blocks), then swap_size, swap_info, copy_done and
+    image_ok (BOOT_MAX_ALIGN each) and the magic padded to BOOT_MAX_ALIGN.  No encryption
+    keys (MCUBOOT_ENC_IMAGES is off).  The same in overwrite-only builds.
+    """
+    status = max_sectors * STATUS_STATE_COUNT * write_size
+    return status + max_align * 4 + align_up(MAGIC_SZ, max_align)
+
+
+def max_image_size(
+    mode: str,
+    primary_size: int,
+    secondary_size: int,
+    sector_size: int,
+    trailer_size: int,
+    max_align: int = 8,
+) -> int:
+    """The largest image (header + body + TLVs) MCUboot accepts in this pair of slots.
+
+    This is ``bootutil_max_image_size`` (bootutil_misc.c), which bootutil_img_validate
+    compares with the image's TLV end, for both slots the image passes through:
+
+    - swap-using-move: ``app_max_size`` (swap_move.c): each slot less its trailer rounded
+      up to whole sectors; the primary also less the one sector the move needs.
+      ``trailer_size`` is ``boot_trailer_sz`` (``trailer_sz()``).
+    - overwrite-only: ``boot_swap_info_off`` of each slot: the image may run up to the
+      trailer's swap_info field; ``trailer_size`` plays no part.
+
+    Slots are whole sectors of ``sector_size`` (uniform sectors).
+    """
+    if mode == MODE_OVERWRITE_ONLY:
+        pri = TrailerLayout(primary_size, max_align).swap_info_off
+        sec = TrailerLayout(secondary_size, max_align).swap_info_off
+        return pri if pri < sec else sec
+    if mode != MODE_SWAP_MOVE:
+        raise ValueError("unknown MCUboot mode %r" % (mode,))
+    trailer = align_up(trailer_size, sector_size)
+    pri = primary_size // sector_size * sector_size - trailer - sector_size
+    sec = secondary_size // sector_size * sector_size - trailer
+    return pri if pri < sec else sec
 
 
 class SwapState:

@@ -60,8 +60,9 @@ class OsGroup:
             raise SmpError(sf.RC_ENOTSUP)
         return {"buf_size": server.buf_size, "buf_count": server.buf_count}
 
-    def h_bootloader_info(self, server: "Any", op: int, version: int,
-                          req: "Dict[str, Any]") -> "Any":
+    def h_bootloader_info(
+        self, server: "Any", op: int, version: int, req: "Dict[str, Any]"
+    ) -> "Any":
         if op != sf.OP_READ:
             raise SmpError(sf.RC_ENOTSUP)
         query = field(req, "query", str)

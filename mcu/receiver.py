@@ -18,8 +18,14 @@ READ_SIZE = 512
 
 
 class Receiver:
-    def __init__(self, port: "Any", server: "Any", framing: str = "console",
-                 clock: "Optional[Callable[[], int]]" = None, raw_timeout_ms: int = 3000) -> None:
+    def __init__(
+        self,
+        port: "Any",
+        server: "Any",
+        framing: str = "console",
+        clock: "Optional[Callable[[], int]]" = None,
+        raw_timeout_ms: int = 3000,
+    ) -> None:
         self.port = port
         self.server = server
         self.framing = framing
@@ -57,11 +63,21 @@ class Receiver:
         return True
 
 
-def make_server(primary: "Any", secondary: "Any", reset: "Callable[[], None]",
-                max_align: int = 8, trailer_size: int = 0, mode: str = "swap-move",
-                buf_size: int = 2048, buf_count: int = 4) -> "Any":
+def make_server(
+    primary: "Any",
+    secondary: "Any",
+    reset: "Callable[[], None]",
+    max_align: int = 8,
+    trailer_size: int = 0,
+    mode: str = "swap-move",
+    buf_size: int = 2048,
+    buf_count: int = 4,
+    allow_erase_pending: bool = True,
+) -> "Any":
     """An SMP server with the OS and image groups over the two MCUboot slots."""
     server = SmpServer(buf_size, buf_count)
     OsGroup(reset, mode).register(server)
-    ImageGroup(primary, secondary, max_align, trailer_size, mode).register(server)
+    ImageGroup(primary, secondary, max_align, trailer_size, mode, allow_erase_pending).register(
+        server
+    )
     return server

@@ -105,12 +105,19 @@ def pack_header(op, version, flags, length, group, seq, command) -> bytes:
 def pack_header_into(buf, offset, op, version, flags, length, group, seq, command) -> None:
     """Write the header into buf[offset:offset + 8], e.g. in front of an encoded reply."""
     # Checked here: MicroPython's struct would silently truncate out-of-range fields.
-    if not (0 <= op <= 7 and 0 <= version <= 3 and 0 <= flags <= 0xFF
-            and 0 <= length <= 0xFFFF and 0 <= group <= 0xFFFF
-            and 0 <= seq <= 0xFF and 0 <= command <= 0xFF):
+    if not (
+        0 <= op <= 7
+        and 0 <= version <= 3
+        and 0 <= flags <= 0xFF
+        and 0 <= length <= 0xFFFF
+        and 0 <= group <= 0xFFFF
+        and 0 <= seq <= 0xFF
+        and 0 <= command <= 0xFF
+    ):
         raise ValueError("SMP header field out of range")
-    struct.pack_into(_HEADER_FMT, buf, offset, (version << 3) | op, flags, length, group,
-                     seq, command)
+    struct.pack_into(
+        _HEADER_FMT, buf, offset, (version << 3) | op, flags, length, group, seq, command
+    )
 
 
 def unpack_header(buf, offset=0):
@@ -172,7 +179,7 @@ def encode_console(packet, line_limit=LINE_LIMIT) -> bytes:
         if spare == 0 or spare == 1:
             take -= 1
         take -= take % 3
-        raw.extend(packet[src:src + take])
+        raw.extend(packet[src : src + take])
         src += take
         if last:
             raw.extend(packet[src:n])
@@ -250,11 +257,11 @@ class ConsoleDecoder:
                         self._ll = 0
                     else:
                         if k == size:
-                            self._line[ll:ll + k] = data
+                            self._line[ll : ll + k] = data
                         else:
                             if mv is None:
                                 mv = memoryview(data)
-                            self._line[ll:ll + k] = mv[pos:n]
+                            self._line[ll : ll + k] = mv[pos:n]
                         self._ll = ll + k
                 break
             if self._skip:
@@ -269,7 +276,7 @@ class ConsoleDecoder:
                     if ll == 0:
                         packet = self._frame(mv, pos, nl)
                     else:
-                        self._line[ll:ll + k] = mv[pos:nl]
+                        self._line[ll : ll + k] = mv[pos:nl]
                         packet = self._frame(self._lmv, 0, ll + k)
                 self._ll = 0
                 if packet is not None:
@@ -321,7 +328,7 @@ class ConsoleDecoder:
             if have + k > want:
                 self._have = 0
                 return None
-            pkt[have:have + k] = raw
+            pkt[have : have + k] = raw
             have += k
         if have < want:
             self._have = have
@@ -330,7 +337,7 @@ class ConsoleDecoder:
         self._pkt = None
         if crc16_xmodem(pkt) != 0:
             return None
-        pkt[want - 2:] = b""
+        pkt[want - 2 :] = b""
         return pkt
 
 
@@ -388,8 +395,9 @@ class RawDecoder:
         if n < 0 or n > size:
             n = size
         now = self._clock()
-        if (self._have or self._skip or self._lost) and \
-                _ticks_diff(now, self._last) >= self._timeout:
+        if (self._have or self._skip or self._lost) and _ticks_diff(
+            now, self._last
+        ) >= self._timeout:
             self.reset()
         if n == 0:
             return []
@@ -413,7 +421,7 @@ class RawDecoder:
                 k = HEADER_SIZE - have
                 if k > n - pos:
                     k = n - pos
-                self._hdr[have:have + k] = mv[pos:pos + k]
+                self._hdr[have : have + k] = mv[pos : pos + k]
                 pos += k
                 have += k
                 self._have = have
@@ -436,7 +444,7 @@ class RawDecoder:
             k = want - have
             if k > n - pos:
                 k = n - pos
-            pkt[have:have + k] = mv[pos:pos + k]
+            pkt[have : have + k] = mv[pos : pos + k]
             pos += k
             have += k
             if have < want:

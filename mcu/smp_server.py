@@ -65,15 +65,15 @@ class SmpServer:
         if op != sf.OP_READ and op != sf.OP_WRITE:
             return self._reply(op, version, group, seq, command, {"rc": sf.RC_ENOTSUP})
         if version > sf.VERSION_2:
-            return self._reply(op, sf.VERSION_2, group, seq, command,
-                               {"rc": sf.RC_UNSUPPORTED_TOO_NEW})
+            return self._reply(
+                op, sf.VERSION_2, group, seq, command, {"rc": sf.RC_UNSUPPORTED_TOO_NEW}
+            )
         handler = self._handlers.get((group << 8) | command)
         if handler is None:
             return self._reply(op, version, group, seq, command, {"rc": sf.RC_ENOTSUP})
         try:
             if length:
-                req = cbor.decode(packet, sf.HEADER_SIZE, sf.HEADER_SIZE + length,
-                                  bytes_view=True)
+                req = cbor.decode(packet, sf.HEADER_SIZE, sf.HEADER_SIZE + length, bytes_view=True)
             else:
                 req = {}
         except cbor.CborError:
@@ -90,12 +90,22 @@ class SmpServer:
             else:
                 fn = self._translate.get(e.group)
                 rsp = {"rc": fn(e.rc) if fn else sf.RC_EUNKNOWN}
+        except MemoryError:
+            rsp = {"rc": sf.RC_ENOMEM}
+        except Exception:
+            # One bad operation (a flash driver error, a bug) must not end the receiver: as
+            # Zephyr's smp_handle_single_req answers a handler's failure with smp_build_err_rsp,
+            # the client gets MGMT_ERR_EUNKNOWN, a legacy rc in both versions, and the loop goes
+            # on.  Handlers leave their state as before the request (the image group ends an
+            # upload session, so its offset never moves past data that did not reach flash).
+            rsp = {"rc": sf.RC_EUNKNOWN}
         if rsp is None:
             return None
         return self._reply(op, version, group, seq, command, rsp)
 
-    def _reply(self, op: int, version: int, group: int, seq: int, command: int,
-               body: "Dict[str, Any]") -> bytes:
+    def _reply(
+        self, op: int, version: int, group: int, seq: int, command: int, body: "Dict[str, Any]"
+    ) -> bytes:
         # smp_make_rsp_hdr: READ_RSP for a read, WRITE_RSP for anything else; the version
         # is the request's, capped at SMPv2.
         payload = cbor.encode(body)

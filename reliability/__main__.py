@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import shutil
 import sys
@@ -48,6 +49,18 @@ def run_campaigns(
     return results
 
 
+def _unwritable(out: Path) -> str | None:
+    """Why the report cannot be written to ``out``, or None."""
+    if out.is_dir():
+        return "it is a directory"
+    parent = out.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        return "permission denied"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m reliability", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="the small size the tests run")
@@ -66,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args(argv)
     names = args.only or list(CAMPAIGNS)
+    problem = _unwritable(Path(args.out))
+    if problem:  # found before the campaigns run, not after
+        print(f"reliability: error: cannot write --out {args.out}: {problem}", file=sys.stderr)
+        return 2
     work = Path(tempfile.mkdtemp(prefix="reliability-"))
     logging.basicConfig(
         filename=str(work / "reliability.log"),
@@ -84,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     # Reasons may quote the ports and files of the work directory: never its path.
     text = render(results, environment(), command, time.monotonic() - t0)
     text = text.replace(str(work), "WORK")
-    Path(args.out).write_text(text)
+    try:
+        Path(args.out).write_text(text)
+    except OSError as exc:
+        print(f"reliability: error: cannot write --out {args.out}: {exc.strerror}", file=sys.stderr)
+        return 2
     broken = sum(len(r.violations) for r in results)
     print(f"reliability: wrote {args.out}; {broken} invariant violations")
     return 1 if broken else 0

@@ -16,7 +16,7 @@ from typing import Final
 
 from bootloader.flash import Flash, PowerCut
 from bootloader.layout import Layout
-from bootloader.model.boot import BootResult, boot
+from bootloader.model.boot import BootedImage, BootResult, boot
 from bootloader.vmcu import behaviour
 from host_bridge.smp.client import SmpClient
 from host_bridge.smp.link import SerialLink
@@ -80,6 +80,7 @@ class Device:
     flash: CutFlash
     buf_size: int = 512
     buf_count: int = 4
+    allow_erase_pending: bool = True
     drop: Callable[[bytes], bool] | None = None
     drop_reply: Callable[[bytes], bool] | None = None
     boots: list[BootResult] = field(default_factory=list)
@@ -100,10 +101,9 @@ class Device:
         try:
             result = boot(self.flash, self.layout)
             self.boots.append(result)
-            if result.booted is not None and not result.booted.confirmed:
+            if result.booted is not None:
                 self.flash.phase = "confirm"
-                if behaviour(self.flash, self.layout, result.booted) == "confirm":
-                    bootutil.confirm(pri, self.layout.max_align)
+                self.firmware_starts(result.booted)
         except PowerCut:
             raise PowerLost() from None
         finally:
@@ -117,10 +117,17 @@ class Device:
             self.layout.mode,
             self.buf_size,
             self.buf_count,
+            self.allow_erase_pending,
         )
         self._decoder.reset()
         self._in.clear()
         return result
+
+    def firmware_starts(self, booted: BootedImage) -> None:
+        """The booted firmware's start: confirm-on-boot, as its payload says
+        (:func:`bootloader.vmcu.behaviour`).  A subclass can model other firmware."""
+        if not booted.confirmed and behaviour(self.flash, self.layout, booted) == "confirm":
+            bootutil.confirm(self.flash.area(self.layout.slot0), self.layout.max_align)
 
     def _reset(self) -> None:
         raise _Reset()

@@ -38,3 +38,18 @@ settings.register_profile(
     settings.get_profile("fuzz"),
     max_examples=10_000,
 )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many event sequences the update flow's fault matrix covered (test_flow_matrix)."""
+    import sys
+
+    matrix = sys.modules.get("test_flow_matrix")
+    covered = getattr(matrix, "COVERED", None)
+    if covered:
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(matrix.OUTCOMES.items()))  # type: ignore[union-attr]
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(covered.items()))
+        terminalreporter.write_line(
+            f"update flow matrix: {sum(covered.values())} event sequences ({parts}); "
+            f"outcomes: {outcomes}"
+        )

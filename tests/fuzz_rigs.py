@@ -61,7 +61,7 @@ class Images:
 class Device:
     """The MCU's SMP server over two RamArea slots, the running image in the primary."""
 
-    def __init__(self, layout: Layout, running: bytes) -> None:
+    def __init__(self, layout: Layout, running: bytes, allow_erase_pending: bool = False) -> None:
         self.layout = layout
         self.primary = RamArea(layout.slot0.size, layout.sector_size, layout.write_size)
         self.secondary = RamArea(layout.slot1.size, layout.sector_size, layout.write_size)
@@ -76,6 +76,7 @@ class Device:
             layout.mode,
             BUF_SIZE,
             4,
+            allow_erase_pending,
         )
 
     def _reset(self) -> None:

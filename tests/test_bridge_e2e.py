@@ -231,6 +231,34 @@ def test_unusable_documents_are_rejected_and_failed_downloads_redacted(
     assert e.status_details["phase"] == "downloading"
 
 
+def test_documents_that_cannot_work_for_the_device_are_rejected_before_in_progress(
+    stack: Stack, images: dict[str, bytes]
+) -> None:
+    stack.device("sensor-a", images["1.0.0"])
+    bridge = stack.bridge()
+    # The board's own figure for its largest image (MCUboot's bootutil_max_image_size).
+    limit = load_board(BOARD).max_image_size()
+    pub = stack.jobs.publish("app-1.1.0.img", images["1.1.0"])
+    stack.jobs.create("too-big-1", ["sensor-a"], {**fota_doc(pub, "1.1.0"), "size": limit + 1})
+    e = stack.jobs.wait_status("too-big-1", "sensor-a", "REJECTED", alive=bridge.alive)
+    assert "does not fit" in e.status_details["reason"], e.status_details
+    assert str(limit) in e.status_details["reason"], e.status_details
+    # signed: true, but the file is a raw binary: refused, never signed by the bridge.
+    raw = stack.jobs.publish("app-raw.bin", payload(2000, "raw binary"))
+    stack.jobs.create("raw-1", ["sensor-a"], {**fota_doc(raw, "1.1.0"), "signed": True})
+    e = stack.jobs.wait_status("raw-1", "sensor-a", "REJECTED", alive=bridge.alive)
+    assert "not an MCUboot image" in e.status_details["reason"], e.status_details
+    sent = [
+        body.get("status")
+        for _t, topic, body in stack.spy.updates
+        if topic.startswith("$aws/things/sensor-a/jobs/too-big-1/")
+    ]
+    assert sent == ["REJECTED"], sent  # nothing was IN_PROGRESS
+    bridge.terminate()
+    # The secondary slot was never written: the device holds only its running image.
+    assert [s.slot for s in stack.state("sensor-a")] == [0]
+
+
 def test_one_job_for_two_devices(stack: Stack, images: dict[str, bytes]) -> None:
     a = stack.device("sensor-a", images["1.0.0"])
     b = stack.device("sensor-b", images["1.0.0"])

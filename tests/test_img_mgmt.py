@@ -1,5 +1,9 @@
 """The image group (mcu/img_mgmt.py) against Zephyr's rules, on RAM flash.
 
+Devices are built with CONFIG_MCUMGR_GRP_IMG_ALLOW_ERASE_PENDING=n (Zephyr's default) unless
+a test says otherwise; with it, img_mgmt_slot_in_use lets a slot pending for test or a
+permanent swap be erased or overwritten, while a revert slot stays refused.
+
 State write follows img_mgmt_set_next_boot_slot's table (per next-boot type: NORMAL, TEST,
 REVERT), upload follows img_mgmt_upload_inspect's checks in their order, erase follows
 img_mgmt_erase.  Requests go through SmpServer.handle as the bytes smpclient sends, and
@@ -37,7 +41,9 @@ GROUP_IMAGE: Final = 1
 class Device:
     """Two RAM slots shaped like the tiny board, the running image in the primary."""
 
-    def __init__(self, layout: Layout, running: bytes | None) -> None:
+    def __init__(
+        self, layout: Layout, running: bytes | None, allow_erase_pending: bool = False
+    ) -> None:
         self.layout = layout
         self.primary = RamArea(layout.slot0.size, layout.sector_size, layout.write_size)
         self.secondary = RamArea(layout.slot1.size, layout.sector_size, layout.write_size)
@@ -50,6 +56,7 @@ class Device:
             layout.max_align,
             layout.trailer_size(),
             layout.mode,
+            allow_erase_pending=allow_erase_pending,
         )
 
     def program(self, area: RamArea, image: bytes) -> None:
@@ -124,30 +131,30 @@ def imgs(tiny: Layout, tiny_pair: tuple[bytes, bytes]) -> Imgs:
 # Device states, named after img_mgmt_get_next_boot_slot's (slot, type) for the next boot.
 
 
-def state_none(tiny: Layout, imgs: Imgs) -> Device:
+def state_none(tiny: Layout, imgs: Imgs, allow_erase_pending: bool = False) -> Device:
     """Next boot: slot 0, NORMAL.  v1 runs, confirmed; v2 uploaded, not scheduled."""
-    dev = Device(tiny, imgs.v1)
+    dev = Device(tiny, imgs.v1, allow_erase_pending)
     dev.upload(imgs.v2)
     return dev
 
 
-def state_test(tiny: Layout, imgs: Imgs) -> Device:
+def state_test(tiny: Layout, imgs: Imgs, allow_erase_pending: bool = False) -> Device:
     """Next boot: slot 1, TEST."""
-    dev = state_none(tiny, imgs)
+    dev = state_none(tiny, imgs, allow_erase_pending)
     dev.ok(ImageStatesWrite(hash=Imgs.tlv(imgs.v2)))
     return dev
 
 
-def state_perm(tiny: Layout, imgs: Imgs) -> Device:
+def state_perm(tiny: Layout, imgs: Imgs, allow_erase_pending: bool = False) -> Device:
     """Next boot: slot 1, NORMAL (a permanent swap is scheduled)."""
-    dev = state_none(tiny, imgs)
+    dev = state_none(tiny, imgs, allow_erase_pending)
     dev.ok(ImageStatesWrite(hash=Imgs.tlv(imgs.v2), confirm=True))
     return dev
 
 
-def state_revert(tiny: Layout, imgs: Imgs) -> Device:
+def state_revert(tiny: Layout, imgs: Imgs, allow_erase_pending: bool = False) -> Device:
     """Next boot: slot 1, REVERT.  v2 runs on trial after a test swap; v1 waits in slot 1."""
-    dev = Device(tiny, imgs.v2)
+    dev = Device(tiny, imgs.v2, allow_erase_pending)
     dev.program(dev.secondary, imgs.v1)
     mb.write_magic(dev.primary)
     mb.write_copy_done(dev.primary)
@@ -294,6 +301,24 @@ def test_upload_while_the_running_image_is_unconfirmed(tiny: Layout, imgs: Imgs)
     assert dev.err(first) == ERR.NO_FREE_SLOT
     dev = state_test(tiny, imgs)
     assert dev.err(first) == ERR.NO_FREE_SLOT
+
+
+def test_allow_erase_pending_overwrites_a_pending_slot_but_never_a_revert_slot(
+    tiny: Layout, imgs: Imgs
+) -> None:
+    first = ImageUploadWrite(off=0, data=imgs.v3[:128], len=len(imgs.v3))
+    revert = state_revert(tiny, imgs, allow_erase_pending=True)
+    assert revert.err(first) == ERR.NO_FREE_SLOT
+    assert revert.err(ImageErase()) == ERR.NO_FREE_SLOT
+    for make in (state_test, state_perm):
+        dev = make(tiny, imgs, allow_erase_pending=True)
+        assert dev.ok(first) == {"off": 128}
+        # The upload's erase took the trailer with it: nothing is pending any more.
+        assert not any(s.get("pending") for s in dev.slots().values())
+        dev = make(tiny, imgs, allow_erase_pending=True)
+        assert dev.ok(ImageErase()) == {}
+        assert dev.secondary.read(0, dev.secondary.size) == b"\xff" * dev.secondary.size
+        assert list(dev.slots()) == [0]
 
 
 def test_upgrade_only_refuses_older_and_equal_versions(tiny: Layout, imgs: Imgs) -> None:

@@ -70,6 +70,7 @@ KCONFIG_ALLOWLIST: dict[str, str] = {
     "CONFIG_LOG": "zephyr:subsys/logging/Kconfig",
     # Command groups.
     "CONFIG_MCUMGR_GRP_IMG": "zephyr:subsys/mgmt/mcumgr/grp/img_mgmt/Kconfig",
+    "CONFIG_MCUMGR_GRP_IMG_ALLOW_ERASE_PENDING": "zephyr:subsys/mgmt/mcumgr/grp/img_mgmt/Kconfig",
     "CONFIG_MCUMGR_GRP_OS": "zephyr:subsys/mgmt/mcumgr/grp/os_mgmt/Kconfig",
     "CONFIG_MCUMGR_GRP_OS_MCUMGR_PARAMS": "zephyr:subsys/mgmt/mcumgr/grp/os_mgmt/Kconfig",
     "CONFIG_MCUMGR_GRP_OS_BOOTLOADER_INFO": "zephyr:subsys/mgmt/mcumgr/grp/os_mgmt/Kconfig",

@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import math
 import os
 import random
 import select
 import signal
 import sys
+import termios
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 
 @dataclass
@@ -74,6 +79,10 @@ REOPEN_EVERY_S = 0.2  # how often a vanished upstream device is looked for again
 MAX_PENDING = 1 << 16  # bytes queued for one side before the rest is dropped
 
 
+class FaultLinkError(Exception):
+    """A one-line, actionable reason the link cannot start."""
+
+
 class _Side:
     """One end of the link: its fd and the bytes waiting to be written to it."""
 
@@ -97,16 +106,25 @@ class FaultLink:
         self.counters = Counters()
         self.stop = False
         self.upstream = upstream
-        self.dev = _Side(self._open_upstream(), "device")
+        try:
+            self.dev = _Side(self._open_upstream(), "device")
+        except OSError as exc:
+            raise FaultLinkError(f"cannot open --upstream {upstream}: {exc.strerror}") from exc
         master, slave = os.openpty()
         tty.setraw(slave)
         os.set_blocking(master, False)
         self.host = _Side(master, "host")
         self.slave = slave  # kept open: the master never sees a hang-up between host opens
         self.link = Path(link)
-        if self.link.is_symlink() or self.link.exists():
-            self.link.unlink()
-        self.link.symlink_to(os.ttyname(slave))
+        try:
+            if self.link.is_symlink() or self.link.exists():
+                self.link.unlink()
+            self.link.symlink_to(os.ttyname(slave))
+        except OSError as exc:
+            for fd in (master, slave, self.dev.fd):
+                if fd is not None:
+                    os.close(fd)
+            raise FaultLinkError(f"cannot create --link {link}: {exc.strerror}") from exc
         self.next_blackout = (
             time.monotonic() + faults.disconnect_every_s if faults.disconnect_every_s else None
         )
@@ -119,6 +137,9 @@ class FaultLink:
         fd = os.open(self.upstream, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         try:
             tty.setraw(fd)
+        except termios.error as exc:
+            os.close(fd)
+            raise OSError(errno.ENOTTY, "not a serial port: give the device's pty") from exc
         except BaseException:
             os.close(fd)
             raise
@@ -257,16 +278,40 @@ class FaultLink:
                 os.close(fd)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(high: float | None) -> Callable[[str], float]:
+    """An argparse type: a finite number from 0 to ``high`` (None: no upper bound)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (high is not None and value > high):
+            span = f"from 0 to {high:g}" if high is not None else "of at least 0"
+            raise argparse.ArgumentTypeError(f"must be a number {span}, not {text!r}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="faultlink", description=__doc__.splitlines()[0])
+    rate, amount = _number(1.0), _number(None)
+    ap = _Parser(prog="faultlink", description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", required=True, help="the device's serial port (a pty path)")
     ap.add_argument("--link", required=True, help="symlink for the host's side")
-    ap.add_argument("--corrupt", type=float, default=0.0, help="byte corruption rate")
-    ap.add_argument("--drop", type=float, default=0.0, help="byte drop rate")
-    ap.add_argument("--duplicate", type=float, default=0.0, help="byte duplication rate")
-    ap.add_argument("--delay-ms", type=float, default=0.0)
-    ap.add_argument("--disconnect-every", type=float, default=0.0, metavar="S")
-    ap.add_argument("--blackout-ms", type=float, default=200.0)
+    ap.add_argument("--corrupt", type=rate, default=0.0, help="byte corruption rate (0..1)")
+    ap.add_argument("--drop", type=rate, default=0.0, help="byte drop rate (0..1)")
+    ap.add_argument("--duplicate", type=rate, default=0.0, help="byte duplication rate (0..1)")
+    ap.add_argument("--delay-ms", type=amount, default=0.0)
+    ap.add_argument("--disconnect-every", type=amount, default=0.0, metavar="S")
+    ap.add_argument("--blackout-ms", type=amount, default=200.0)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     faults = Faults(
@@ -279,9 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         fl = FaultLink(args.upstream, args.link, faults, args.seed)
-    except OSError as exc:
+    except (FaultLinkError, OSError) as exc:
         print(f"faultlink: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        return _internal_error(exc)
 
     def on_term(signum: int, frame: object) -> None:
         fl.stop = True
@@ -289,9 +336,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     print("faultlink: ready", file=sys.stderr, flush=True)
-    fl.run()
+    try:
+        fl.run()
+    except Exception as exc:
+        return _internal_error(exc)
     print(json.dumps(asdict(fl.counters)), flush=True)
     return 0
+
+
+def _internal_error(exc: Exception) -> int:
+    print(
+        f"faultlink: internal error: {type(exc).__name__}: {exc} (please report)", file=sys.stderr
+    )
+    return 2
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Final
+from typing import Final, NoReturn
 
 REPO: Final = Path(__file__).resolve().parent.parent
 MCU: Final = REPO / "mcu"
@@ -59,7 +59,8 @@ def compile_one(source: Path, target: Path, mpy_cross: str | None = None) -> Non
             cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BundleError(f"cannot run mpy-cross ({cmd[0]}): {exc}") from exc
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise BundleError(f"cannot run mpy-cross ({cmd[0]}): {why}") from exc
     if proc.returncode != 0 or not target.is_file():
         message = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
         raise BundleError(f"mpy-cross failed on {source.relative_to(REPO)}:\n{message}")
@@ -68,9 +69,14 @@ def compile_one(source: Path, target: Path, mpy_cross: str | None = None) -> Non
 def build(out: Path, *, compiled: bool = True, mpy_cross: str | None = None) -> list[Path]:
     """Write the bundle into ``out`` (its lib/mcu is replaced); returns the files written."""
     lib = out / "lib" / "mcu"
-    if lib.exists():
-        shutil.rmtree(lib)
-    lib.mkdir(parents=True)
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"--out {out} is a file: give a directory (it is created)")
+    try:
+        if lib.exists():
+            shutil.rmtree(lib)
+        lib.mkdir(parents=True)
+    except OSError as exc:
+        raise BundleError(f"cannot create {lib}: {exc.strerror} (see --out)") from exc
     written = []
     for source in sources():
         if compiled:
@@ -78,17 +84,31 @@ def build(out: Path, *, compiled: bool = True, mpy_cross: str | None = None) -> 
             compile_one(source, target, mpy_cross)
         else:
             target = lib / source.name
-            shutil.copyfile(source, target)
+            _copy(source, target)
         written.append(target)
     example = MCU / "examples" / "code.py"
     if example.is_file():
-        shutil.copyfile(example, out / "code.py")
+        _copy(example, out / "code.py")
         written.append(out / "code.py")
     return written
 
 
+def _copy(source: Path, target: Path) -> None:
+    try:
+        shutil.copyfile(source, target)
+    except OSError as exc:
+        raise BundleError(f"cannot write {target}: {exc.strerror}") from exc
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mcu_bundle", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="mcu_bundle", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     p.add_argument("--sources", action="store_true", help="copy .py files, do not compile")
     p.add_argument("--mpy-cross", help="path of the mpy-cross binary to use")
@@ -97,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         written = build(args.out, compiled=not args.sources, mpy_cross=args.mpy_cross)
     except BundleError as exc:
         print(f"mcu-bundle: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(
+            f"mcu-bundle: internal error: {type(exc).__name__}: {exc} (please report)",
+            file=sys.stderr,
+        )
         return 2
     size = sum(f.stat().st_size for f in written)
     print(f"Wrote {len(written)} files ({size} bytes) to {args.out}")

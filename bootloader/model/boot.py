@@ -73,24 +73,36 @@ def strategy_for(layout: Layout) -> SwapStrategy:
 
 
 def _validated_swap_type(ctx: BootContext, bs: BootStatus) -> int:
-    """``boot_validated_swap_type``: the table, then the secondary image must be valid."""
+    """``boot_validated_swap_type``: the table, then the secondary image must be valid.
+
+    An invalid secondary makes ``boot_validate_slot`` erase it and answer "no bootable
+    image", which is NONE here (FAIL is for other errors, e.g. a flash read, which the
+    model has none of): the primary boots as it is.
+    """
     swap_type = mb.swap_type_for(ctx.state(ctx.pri), ctx.state(ctx.sec))
     if swap_type in (mb.SWAP_TEST, mb.SWAP_PERM, mb.SWAP_REVERT):
-        ok = _validate_secondary(ctx, bs, swap_type)
+        ok = _validate_secondary(ctx, bs)
         if not ok:
             return mb.SWAP_NONE
     return swap_type
 
 
-def _validate_secondary(ctx: BootContext, bs: BootStatus, swap_type: int) -> bool:
+def _validate_secondary(ctx: BootContext, bs: BootStatus) -> bool:
     """``boot_validate_slot`` for the secondary, with MCUboot's clean-up on failure."""
     hdr = mb.parse_header(ctx.sec.read(0, mb.HEADER_SIZE))
     if header_erased(ctx.sec) or (hdr is not None and hdr["flags"] & mb.IMAGE_F_NON_BOOTABLE):
+        # MCUboot compiles this clean-up for the swap modes only; the model also runs it in
+        # overwrite-only mode (a secondary trailer left behind by a cut between the two
+        # erases that end boot_copy_image is erased on the next boot, not kept).
         ctx.say("secondary slot holds no bootable image: its trailer is erased")
         scramble_trailer_sectors(ctx, ctx.sec)
+        # swap-using-move: a revert that cannot happen (the old image is gone) would
+        # repeat on every boot; the table is read again after the secondary's clean-up.
         if not ctx.layout.overwrite_only and (
-            bs.swap_type == mb.SWAP_REVERT or swap_type == mb.SWAP_REVERT
+            bs.swap_type == mb.SWAP_REVERT
+            or mb.swap_type_for(ctx.state(ctx.pri), ctx.state(ctx.sec)) == mb.SWAP_REVERT
         ):
+            ctx.say("primary trailer erased: a stuck revert")
             scramble_trailer_sectors(ctx, ctx.pri)
         return False
     ok, reason = validate_slot(ctx, ctx.sec)
@@ -125,11 +137,12 @@ def boot(
         if bs.swap_type == mb.SWAP_NONE:
             swap_type = _validated_swap_type(ctx, bs)
         else:
-            # Status says a swap was starting: the secondary must still be valid.
-            ok, reason = validate_slot(ctx, ctx.sec)
+            # boot_prepare_image_for_update: the primary's swap_info says a swap was
+            # starting (no status entry yet); any failure of the secondary is FAIL.
+            ok = _validate_secondary(ctx, bs)
             swap_type = bs.swap_type if ok else mb.SWAP_FAIL
             if not ok:
-                ctx.say(f"secondary image not valid ({reason})")
+                ctx.say("the swap the primary's trailer announces cannot run: swap type fail")
         bs.swap_type = swap_type
         if swap_type in (mb.SWAP_TEST, mb.SWAP_PERM, mb.SWAP_REVERT):
             swap_type = strategy.perform(ctx, bs)
@@ -140,7 +153,8 @@ def boot(
             and not layout.overwrite_only
             and ctx.state(ctx.pri).image_ok == mb.FLAG_UNSET
         ):
-            # The secondary was bad: mark the primary OK so MCUboot stops retrying.
+            # context_boot_go, BOOT_SWAP_TYPE_FAIL: swap_set_image_ok, "pretending we just
+            # reverted back to primary slot", so that no revert follows.
             mb.write_image_ok(ctx.pri, layout.max_align)
     name = mb.SWAP_NAMES.get(swap_type, "panic")
     ok, reason = validate_slot(ctx, ctx.pri)

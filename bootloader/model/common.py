@@ -134,4 +134,16 @@ def validate_slot(ctx: BootContext, area: FlashArea) -> tuple[bool, str]:
     size = image_size(area)
     if size is None:
         return False, "image TLV area is missing or malformed"
+    limit = max_image_size(ctx, area)
+    if size > limit:
+        # bootutil_img_validate: "TLV beyond image size".
+        return False, f"image is {size} bytes, more than the {limit} bytes a slot holds"
     return ctx.validator(area.read(0, size))
+
+
+def max_image_size(ctx: BootContext, area: FlashArea) -> int:
+    """``bootutil_max_image_size(state, fap)``: overwrite-only's is per slot
+    (``boot_swap_info_off(fap)``), swap-using-move's the pair's ``app_max_size``."""
+    if ctx.layout.overwrite_only:
+        return mb.TrailerLayout(area.size, ctx.max_align).swap_info_off
+    return ctx.layout.max_image_size()

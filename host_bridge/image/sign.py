@@ -79,6 +79,8 @@ def load_signing_key(path: str | Path) -> Any:
         key = keys.load(str(path))
     except FileNotFoundError as exc:
         raise ConfigError(f"signing key {path} not found") from exc
+    except OSError as exc:  # a directory, unreadable, ...
+        raise ConfigError(f"cannot read signing key {path}: {exc.strerror}") from exc
     except (ValueError, TypeError, click.ClickException) as exc:
         raise ConfigError(f"{path} is not a usable signing key: {exc}") from exc
     if key is None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from host_bridge.errors import BridgeError, ConfigError
+from host_bridge.jobs.received import annotate_execution
 
 log = logging.getLogger("fota.jobs")
 
@@ -245,6 +246,7 @@ class JobsClient:
             return
         if not isinstance(body, dict):
             return
+        annotate_execution(msg.payload, body)  # the document's length as AWS counts it
         kind = rest.rsplit("/", 1)[-1]
         token = body.get("clientToken")
         if isinstance(token, str) and kind in ("accepted", "rejected"):

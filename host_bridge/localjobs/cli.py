@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from host_bridge.cli import OneLineParser, int_at_least, int_between, internal_error, seconds
+from host_bridge.config import check_tls_files
 from host_bridge.errors import BridgeError, ConfigError
 from host_bridge.localjobs import model as m
 from host_bridge.localjobs.model import Job
@@ -68,8 +70,14 @@ def _state(args: argparse.Namespace) -> Path:
     path = Path(args.state_dir) if args.state_dir else default_state_dir()
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise ConfigError(
+            f"the state directory {path} is a file: give --state-dir a directory"
+        ) from exc
     except OSError as exc:
-        raise ConfigError(f"cannot use the state directory {path}: {exc.strerror}") from exc
+        raise ConfigError(
+            f"cannot use the state directory {path}: {exc.strerror} (see --state-dir)"
+        ) from exc
     return path
 
 
@@ -103,6 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None) or (args.cert and not args.ca):
         raise ConfigError("broker TLS needs --ca, and --cert with --key for a client certificate")
     tls = TlsConfig(args.ca, args.cert, args.key) if args.ca else None
+    check_tls_files(args.ca, args.cert, args.key, ("--ca", "--cert", "--key"))
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     state = _state(args)
@@ -214,8 +223,18 @@ def cmd_create(args: argparse.Namespace) -> int:
     else:
         try:
             document = Path(args.document).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the job document {args.document}: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the job document {args.document}: {exc.strerror}"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"the job document {args.document} is not UTF-8 text (byte {exc.start})"
+            ) from None
+        try:
+            json.loads(document)
+        except ValueError as exc:
+            raise ConfigError(f"the job document {args.document} is not JSON: {exc}") from None
         prefix = "job"
     job_id = args.job_id or _new_job_id(prefix)
     with _store(args) as store:
@@ -285,7 +304,7 @@ def _add_commands(sub: Any) -> None:
     s.add_argument("--broker", required=True, help="MQTT broker HOST:PORT")
     s.add_argument(
         "--http-port",
-        type=int,
+        type=int_between(0, 65535),
         default=DEFAULT_HTTP_PORT,
         help=f"file server port (default {DEFAULT_HTTP_PORT}; 0: any free port)",
     )
@@ -294,13 +313,13 @@ def _add_commands(sub: Any) -> None:
     s.add_argument("--key", help="client key for the broker (mutual TLS)")
     s.add_argument(
         "--url-expires",
-        type=int,
+        type=int_at_least(1),
         default=3600,
         help="seconds a presigned file URL stays valid (default 3600)",
     )
     s.add_argument(
         "--poll-interval",
-        type=float,
+        type=seconds,
         default=1.0,
         help="seconds between store polls and step-timeout sweeps (default 1)",
     )
@@ -314,7 +333,11 @@ def _add_commands(sub: Any) -> None:
     g.add_argument("--image", help="firmware image: served locally, our native document")
     s.add_argument("--version", dest="img_version", help="image version for --image: 1.2.3[+4]")
     s.add_argument("--job-id", help="job id (default: generated)")
-    s.add_argument("--http-port", type=int, help="file server port in the URL (default: serve's)")
+    s.add_argument(
+        "--http-port",
+        type=int_between(1, 65535),
+        help="file server port in the URL (default: serve's)",
+    )
     s.add_argument(
         "--step-timeout",
         type=int,
@@ -349,7 +372,7 @@ def add_jobs_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main_jobs(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fota-bridge jobs",
         description="The local AWS IoT Jobs service and its job store. Exit codes: 0 ok, 2 error.",
     )
@@ -364,6 +387,8 @@ def main_jobs(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fota-bridge jobs: interrupted", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:
+        return internal_error("fota-bridge jobs", exc)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ class SmpClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.version = smph.Version.V2
+        self.erase_timeout_s = 30.0  # erasing a whole slot takes seconds on real flash
         self._seq = 0
 
     def next_seq(self) -> int:
@@ -215,7 +216,9 @@ class SmpClient:
         self.call(smpos.ResetWriteRequest, {}, "reset", retries=0)
 
     def erase(self, slot: int = 1) -> None:
-        self.call(smpimg.ImageEraseRequest, {"slot": slot}, "image erase", timeout_s=30.0)
+        self.call(
+            smpimg.ImageEraseRequest, {"slot": slot}, "image erase", timeout_s=self.erase_timeout_s
+        )
 
     def slot_info(self) -> dict[str, Any] | None:
         """Slot sizes (image group command 6), or None where unsupported."""

@@ -3,20 +3,36 @@
 The framing codecs are the device's own (``mcu.smp_frame``): the same Zephyr-exact
 console framing (base64 lines of whole quads, CRC-16/XMODEM) and raw framing, so host and
 device can never disagree on the wire format.
+
+No write can hang: every port has a write timeout sized from the baud rate, and a port
+that stops taking data (flow control held, or nothing reading the line) is a LinkError,
+which callers handle like a pulled cable.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import serial
+
 from host_bridge.errors import LinkError
 from mcu import smp_frame as sf
 
 FRAMINGS = ("console", "raw")
+# A read waits this long at most for its first byte.  Set once, when the port opens:
+# pyserial reconfigures the port on every timeout change (termios calls; on rfc2217://
+# a round of option negotiation over the network).
+READ_POLL_S = 0.05
+# Writes go out in pieces of at most this many bytes (a UART driver's transmit buffer), so
+# one write timeout, fixed at open, bounds every write: a piece on a healthy line takes
+# WRITE_PIECE * 10 / baud seconds at most (8N1: 10 bits a byte; 0.36 s at 115200).
+WRITE_PIECE = 4096
+WRITE_SLACK_S = 1.0  # on top of twice a piece's time on the line (USB adapters, scheduling)
 
 
 class Port(Protocol):
@@ -34,14 +50,26 @@ class Port(Protocol):
     def in_waiting(self) -> int: ...
 
 
-def open_serial(url: str, baudrate: int) -> Port:
-    """Open a device path or any pyserial URL (socket://, rfc2217://, loop://)."""
-    import serial
+def write_timeout_s(baudrate: int) -> float:
+    """How long one write may wait for the port: twice a piece's time on the line, and
+    WRITE_SLACK_S more.  A port that takes no data for that long is stalled (flow control
+    held, or nothing reads the line)."""
+    return WRITE_SLACK_S + 2 * WRITE_PIECE * 10 / max(1, baudrate)
 
+
+def open_serial(url: str, baudrate: int, write_timeout: float | None = None) -> Port:
+    """Open a device path or any pyserial URL (socket://, rfc2217://, loop://).
+
+    Every serial port the bridge opens comes from here, with a write timeout
+    (``write_timeout_s(baudrate)`` unless given), so no write can block for ever.
+    """
+    wt = write_timeout_s(baudrate) if write_timeout is None else write_timeout
     try:
-        port: Port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
+        port: Port = serial.serial_for_url(
+            url, baudrate=baudrate, timeout=READ_POLL_S, write_timeout=wt
+        )
     except (serial.SerialException, ValueError, OSError) as exc:
-        raise LinkError(f"cannot open {url}: {exc}") from exc
+        raise LinkError(f"cannot open {url}: {open_failure(exc)}") from exc
     return port
 
 
@@ -78,6 +106,8 @@ class SerialLink:
     def open(self) -> None:
         if self._port is None:
             self._port = self._opener(self.url, self.baudrate)
+            if self._port.timeout != READ_POLL_S:
+                self._port.timeout = READ_POLL_S  # once: recv never changes it
             self._reset_decoder()
             if self._torn and self.framing == "console":
                 self._torn = False
@@ -127,16 +157,23 @@ class SerialLink:
     def send_raw(self, wire: bytes) -> None:
         port = self.port
         try:
-            port.write(wire)
-        except (OSError, ValueError) as exc:
+            for i in range(0, len(wire), WRITE_PIECE):
+                piece = wire[i : i + WRITE_PIECE]
+                port.write(piece)
+                self.bytes_out += len(piece)
+        except serial.SerialTimeoutException as exc:
+            self._torn = True
+            wt = getattr(port, "write_timeout", None)
+            after = f" after {wt:g} s" if isinstance(wt, int | float) else ""
+            self.close()
+            raise LinkError(
+                f"write to {self.url} timed out{after}: the port takes no data "
+                "(flow control held, or nothing reads the line)"
+            ) from exc
+        except Exception as exc:  # OSError, ValueError, pyserial's SerialException
             self._torn = True
             self.close()
             raise LinkError(f"write to {self.url} failed: {exc}") from exc
-        except Exception as exc:  # pyserial's SerialException is not an OSError
-            self._torn = True
-            self.close()
-            raise LinkError(f"write to {self.url} failed: {exc}") from exc
-        self.bytes_out += len(wire)
 
     def recv(self, timeout_s: float) -> bytes | None:
         """The next complete packet, or None when ``timeout_s`` passes without one."""
@@ -145,10 +182,9 @@ class SerialLink:
         deadline = self._clock() + timeout_s
         port = self.port
         while True:
-            left = deadline - self._clock()
-            if left <= 0:
+            # The port's read timeout stays READ_POLL_S: a wait may end up to one poll late.
+            if deadline - self._clock() <= 0:
                 return None
-            port.timeout = min(left, 0.05)
             try:
                 waiting = port.in_waiting
                 data = port.read(max(1, min(waiting, 65536)))
@@ -163,3 +199,16 @@ class SerialLink:
                 self._decoder.feed(b"")
             if self._queue:
                 return self._queue.popleft()
+
+
+def open_failure(exc: BaseException) -> str:
+    """Why a port did not open, once: pyserial wraps the OS's reason in a message that
+    repeats the errno and the path ("[Errno 2] could not open port X: [Errno 2] No such
+    file or directory: 'X'"), and a regular file fails its termios setup with ENOTTY."""
+    cause = exc.__context__
+    args = getattr(cause, "args", ())
+    if args and args[0] == errno.ENOTTY:
+        return "not a serial port (a tty or a pyserial URL)"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(exc)

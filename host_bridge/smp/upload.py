@@ -32,6 +32,7 @@ from host_bridge.smp.client import GROUP_IMAGE, HEADER, SmpClient, check_reply, 
 UPLOAD_ID = 1
 DEFAULT_BUF_SIZE = 384  # Zephyr's default netbuf; used when the device has no params
 FIRST_REPLY_TIMEOUT_S = 30.0  # the first chunk erases the slot: slow on real flash
+CONSOLE_FRAME_OVERHEAD = 4  # a console frame's length and CRC share the device's netbuf
 
 Progress = Callable[[int, int], None]
 
@@ -107,11 +108,15 @@ def upload_packet(
 def chunk_sizes(buf_size: int, framing: str) -> tuple[int, int]:
     """(first, continuation) data sizes so each packet fits the device's buffer.
 
-    The packet must fit ``buf_size`` with its 2-byte CRC in the console framing's netbuf;
-    continuation overhead: map(1) + "off"(4+5) + "data"(5+3) + header(8); the first chunk
-    adds "len"(4+5), "sha"(4+2+32), "image"(6+1) and room for "upgrade"(8+1).
+    ``buf_size`` is the device's netbuf (mcumgr params).  Console framing: Zephyr's
+    mcumgr_serial_process_frag base64-decodes a frame's 2-byte length, the packet and its
+    2-byte CRC into one netbuf (mcumgr_serial_decode_frag stops at its tailroom), so the
+    packet is at most ``buf_size - 4``.  Raw framing: the packet itself, header included,
+    is at most ``buf_size``.  Continuation overhead: map(1) + "off"(4+5) + "data"(5+3) +
+    header(8); the first chunk adds "len"(4+5), "sha"(4+2+32), "image"(6+1) and room for
+    "upgrade"(8+1).
     """
-    limit = buf_size - (2 if framing == "console" else 0)
+    limit = buf_size - (CONSOLE_FRAME_OVERHEAD if framing == "console" else 0)
     cont = limit - 8 - 1 - 9 - 8
     first = cont - 9 - 38 - 7 - 9
     align = 8
