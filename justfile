@@ -28,7 +28,7 @@ test *ARGS: setup
 # ruff and mypy (strict for host code).
 lint: setup
     "{{venv}}/bin/ruff" check .
-    "{{venv}}/bin/ruff" format --check host_bridge bootloader mcu tests bench tools reliability
+    "{{venv}}/bin/ruff" format --check fota_common host_bridge bootloader localjobs mcu tests bench tools reliability
     "{{venv}}/bin/mypy"
 
 # Regenerate the Zephyr devicetree overlays from the board layouts.
@@ -41,7 +41,7 @@ bench: setup
 
 # Power-cut campaigns on the MCUboot model (prints a table).
 powercut: setup
-    "{{py}}" -m bootloader.powercut
+    "{{py}}" -m bootloader.sim.powercut
 
 # Check that the committed Zephyr overlays match the board layouts.
 overlays-check: setup

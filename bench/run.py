@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bootloader.layout import Layout, load_board  # noqa: E402
-from bootloader.testimages import payload, sign  # noqa: E402
+from bootloader.formats.layout import Layout, load_board  # noqa: E402
+from bootloader.sim.testimages import payload, sign  # noqa: E402
 from host_bridge.smp.client import SmpClient  # noqa: E402
 from host_bridge.smp.link import SerialLink  # noqa: E402
 from host_bridge.smp.upload import chunk_sizes, upload, upload_packet  # noqa: E402
@@ -157,7 +157,7 @@ class Vmcu:
         self.flash = tmp / f"{name}.flash"
         self.link = tmp / f"{name}.tty"
         self.logfile = tmp / f"{name}.log"
-        self.cmd = [sys.executable, "-m", "bootloader.vmcu", "--board", board]
+        self.cmd = [sys.executable, "-m", "bootloader.sim.vmcu", "--board", board]
         self.cmd += ["--flash", str(self.flash), "--link", str(self.link), *args]
         self.cmd += ["--load", str(load)]
         self.proc: subprocess.Popen[bytes] | None = None

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bootloader.layout import BOARDS_DIR, Layout, LayoutError, board_names, load_board
+from bootloader.formats.layout import BOARDS_DIR, Layout, LayoutError, board_names, load_board
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 OVERLAY_DIR: Final = Path(__file__).resolve().parent / "zephyr" / "boards"

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from host_bridge.errors import BridgeError, ConfigError, DeviceError, ImageError
+from fota_common.errors import BridgeError, ConfigError, DeviceError, ImageError
 from host_bridge.image.prepare import (
     PreparedImage,
     is_mcuboot_image,
@@ -140,7 +140,7 @@ def _signing_params(
 ) -> tuple[SigningParams, int | None]:
     """Signing parameters and the slot limit, from --board or the device's slot info."""
     if getattr(args, "board", None):
-        from bootloader.layout import LayoutError, load_board
+        from bootloader.formats.layout import LayoutError, load_board
 
         try:
             lay = load_board(args.board)
@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
     s.set_defaults(fn=cmd_run)
 
-    from host_bridge.localjobs.cli import add_jobs_parser
+    from localjobs.cli import add_jobs_parser
 
     add_jobs_parser(sub)  # jobs serve|create|list|describe|cancel: each sets fn
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host_bridge.errors import ConfigError
+from fota_common.errors import ConfigError
 from host_bridge.jobs.client import BrokerConfig, TlsConfig
 
 POLICIES = ("device", "bridge")
@@ -163,7 +163,7 @@ def parse_config(data: dict[str, Any], base: Path) -> BridgeConfig:
             raise ConfigError(f"{where}: framing must be one of {FRAMINGS}")
         board = _get(d, "board", str, where)
         if board is not None:
-            from bootloader.layout import LayoutError, load_board
+            from bootloader.formats.layout import LayoutError, load_board
 
             try:
                 load_board(board)

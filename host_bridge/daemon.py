@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fota_common.errors import BridgeError
 from host_bridge.config import BridgeConfig, DeviceConfig, prepare_state_dir
 from host_bridge.device import DeviceUpdater, UpdateOptions
-from host_bridge.errors import BridgeError
 from host_bridge.image.prepare import is_mcuboot_image, load_trusted_keys, prepare
 from host_bridge.image.sign import SigningParams
 from host_bridge.jobs.client import RETRYABLE, JobsClient, JobsError
@@ -558,7 +558,7 @@ class Bridge:
     def layout_for(self, device: DeviceConfig) -> Any:
         if not device.board:
             return None
-        from bootloader.layout import load_board
+        from bootloader.formats.layout import load_board
 
         return load_board(device.board)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from host_bridge.errors import BridgeError, DeviceError, LinkError
+from fota_common.errors import BridgeError, DeviceError, LinkError
 from host_bridge.flow import (
     POLICIES,
     Action,

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from host_bridge.errors import ConfigError
+from fota_common.errors import ConfigError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inflight (

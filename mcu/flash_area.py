@@ -4,7 +4,7 @@
 # with NOR rules: erase whole sectors; write whole, aligned, erased write blocks.
 #
 # - RamArea: an in-memory NOR area with those rules, for tests on the MCU interpreter
-#   (on the host, bootloader.flash.FlashArea is the simulator backend, file-backed).
+#   (on the host, bootloader.sim.flash.FlashArea is the simulator backend, file-backed).
 # - BlockDeviceArea: real boards.  It wraps MicroPython's extended block-device protocol
 #   (readblocks(block, buf, offset), writeblocks(block, buf, offset), ioctl(6, block) to
 #   erase), which rp2.Flash() and esp32.Partition implement; the partition must be the

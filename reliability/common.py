@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from bootloader.flash import Flash
-from bootloader.image import ImageError, load_public_key, parse_image, verify_image
-from bootloader.layout import Layout, load_board
-from bootloader.testimages import payload
+from bootloader.formats.image import ImageError, load_public_key, parse_image, verify_image
+from bootloader.formats.layout import Layout, load_board
+from bootloader.sim.flash import Flash
+from bootloader.sim.testimages import payload
 from host_bridge.image.sign import SigningParams, generate_key, sign_payload
 from mcu import mcuboot as mb
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from bootloader.layout import load_board
+from bootloader.formats.layout import load_board
 from host_bridge.device import DeviceUpdater, UpdateOptions
 from host_bridge.image.prepare import load_trusted_keys, prepare
 from host_bridge.smp.client import SmpClient
@@ -248,7 +248,7 @@ def run(work: Path, quick: bool = False) -> CampaignResult:
             ],
             [
                 command_line(
-                    "bootloader.vmcu",
+                    "bootloader.sim.vmcu",
                     ["--board", BOARD, *VMCU_FILES],
                 )
                 + "  (SIGKILLed and started again without --load)"

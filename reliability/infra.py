@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bootloader.layout import load_board
-from bootloader.testimages import payload
-from host_bridge.errors import BridgeError
+from bootloader.formats.layout import load_board
+from bootloader.sim.testimages import payload
+from fota_common.errors import BridgeError
 from host_bridge.image.download import Downloader
 from host_bridge.jobs.documents import FirmwareJob, parse_document
-from host_bridge.localjobs.fileserver import FileServer
+from localjobs.fileserver import FileServer
 from reliability.common import (
     CampaignResult,
     Deadline,
@@ -292,7 +292,7 @@ def run(work: Path, quick: bool = False) -> CampaignResult:
             cmd,
             [
                 "host_bridge.image.Downloader against the local jobs service's HTTPS file server "
-                "(host_bridge.localjobs.fileserver) through a TCP proxy on 127.0.0.1 that closes "
+                "(localjobs.fileserver) through a TCP proxy on 127.0.0.1 that closes "
                 "connections part-way: (b) every connection after 48 KiB (+ ~1 KiB per run); "
                 "(c) the first connection after 60,000 bytes, while the server's (or the bridge's) "
                 "clock jumps past the 60 s URL expiry.",

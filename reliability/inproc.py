@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from bootloader.flash import Flash, PowerCut
-from bootloader.layout import Layout
-from bootloader.model.boot import BootedImage, BootResult, boot
-from bootloader.vmcu import behaviour
+from bootloader.formats.layout import Layout
+from bootloader.sim.flash import Flash, PowerCut
+from bootloader.sim.model.boot import BootedImage, BootResult, boot
+from bootloader.sim.vmcu import behaviour
 from host_bridge.smp.client import SmpClient
 from host_bridge.smp.link import SerialLink
 from mcu import bootutil
@@ -125,7 +125,7 @@ class Device:
 
     def firmware_starts(self, booted: BootedImage) -> None:
         """The booted firmware's start: confirm-on-boot, as its payload says
-        (:func:`bootloader.vmcu.behaviour`).  A subclass can model other firmware."""
+        (:func:`bootloader.sim.vmcu.behaviour`).  A subclass can model other firmware."""
         if not booted.confirmed and behaviour(self.flash, self.layout, booted) == "confirm":
             bootutil.confirm(self.flash.area(self.layout.slot0), self.layout.max_align)
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from bootloader.layout import load_board
+from bootloader.formats.layout import load_board
+from fota_common.errors import BridgeError
 from host_bridge.device import DeviceUpdater, Outcome, UpdateOptions
-from host_bridge.errors import BridgeError
 from host_bridge.image.prepare import load_trusted_keys, prepare
 from host_bridge.smp.client import SmpClient
 from host_bridge.smp.link import SerialLink
@@ -346,7 +346,7 @@ def run(work: Path, quick: bool = False) -> CampaignResult:
             notes,
             [
                 command_line(
-                    "bootloader.vmcu",
+                    "bootloader.sim.vmcu",
                     [
                         "--board",
                         BOARD,

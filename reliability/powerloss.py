@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from bootloader.image import ImageError, verify_image
-from bootloader.layout import Layout, load_board
-from bootloader.model.boot import BootResult, boot
+from bootloader.formats.image import ImageError, verify_image
+from bootloader.formats.layout import Layout, load_board
+from bootloader.sim.model.boot import BootResult, boot
 from host_bridge.device import DeviceUpdater, Outcome, UpdateOptions
 from host_bridge.image.prepare import PreparedImage, prepare
 from host_bridge.image.sign import SigningParams, sign_payload

@@ -212,7 +212,7 @@ def vmcu_cmd(
     cmd = [
         PY,
         "-m",
-        "bootloader.vmcu",
+        "bootloader.sim.vmcu",
         "--board",
         board,
         "--flash",

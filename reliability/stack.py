@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from host_bridge.localjobs.cli import DB_NAME, FILES_DIR, fota_document
-from host_bridge.localjobs.store import JobStore
+from localjobs.cli import DB_NAME, FILES_DIR, fota_document
+from localjobs.store import JobStore
 from reliability.common import PY, ImageSet, SignedImage, command_line, sha256
 from reliability.procs import (
     Proc,
@@ -38,7 +38,7 @@ def processes(board: str, baud: int) -> list[str]:
     return [
         "mosquitto -c MOSQUITTO_CONF  (listener MQTT_PORT 127.0.0.1)",
         command_line(
-            "host_bridge.localjobs.cli",
+            "localjobs.cli",
             [
                 "serve",
                 "--broker",
@@ -53,7 +53,7 @@ def processes(board: str, baud: int) -> list[str]:
             ],
         ),
         command_line(
-            "bootloader.vmcu",
+            "bootloader.sim.vmcu",
             [
                 "--board",
                 board,
@@ -124,7 +124,7 @@ class Stack:
             [
                 PY,
                 "-m",
-                "host_bridge.localjobs.cli",
+                "localjobs.cli",
                 "serve",
                 "--broker",
                 f"127.0.0.1:{self.mqtt_port}",

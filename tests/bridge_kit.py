@@ -1,7 +1,7 @@
 """What the host bridge tests share: firmware images for the tiny board, SMP clients on a
 fota-vmcu pty, port wrappers that break the link on purpose, and the device's slot bytes.
 
-Images are signed by imgtool (``bootloader.testimages``); the virtual firmware's on-boot
+Images are signed by imgtool (``bootloader.sim.testimages``); the virtual firmware's on-boot
 behaviour rides in its payload (``#vmcu:{"on_boot": ...}``).
 """
 
@@ -13,8 +13,8 @@ from typing import Final
 import serial
 from vmcu_fixture import Vmcu
 
-from bootloader.layout import Layout, load_board
-from bootloader.testimages import payload, sign
+from bootloader.formats.layout import Layout, load_board
+from bootloader.sim.testimages import payload, sign
 from host_bridge.image.prepare import prepare
 from host_bridge.smp.client import SlotState, SmpClient
 from host_bridge.smp.link import Port, SerialLink, open_serial

@@ -34,10 +34,10 @@ from brokers import Mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
 from vmcu_fixture import REPO_ROOT
 
-from host_bridge.localjobs.fileserver import FileServer
-from host_bridge.localjobs.model import Execution
-from host_bridge.localjobs.service import JobsService, TlsConfig
-from host_bridge.localjobs.store import JobStore
+from localjobs.fileserver import FileServer
+from localjobs.model import Execution
+from localjobs.service import JobsService, TlsConfig
+from localjobs.store import JobStore
 
 TERMINAL: Final = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
 JOB_TIMEOUT_S: Final = 45.0

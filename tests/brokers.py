@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
 
-from host_bridge.localjobs import pki
+from localjobs import pki
 
 HOST: Final = "127.0.0.1"
 READY_TIMEOUT_S: Final = 10.0

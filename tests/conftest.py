@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from hypothesis import HealthCheck, settings
 
-from bootloader.layout import Layout, load_board
-from bootloader.testimages import make_pair
+from bootloader.formats.layout import Layout, load_board
+from bootloader.sim.testimages import make_pair
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ from typing import Final
 
 import cbor2
 
-from bootloader.layout import Layout, load_board
-from bootloader.model.boot import BootedImage, boot
+from bootloader.formats.layout import Layout, load_board
+from bootloader.sim.model.boot import BootedImage, boot
 from host_bridge.device import DeviceUpdater, Outcome
 from host_bridge.flow import UpdateOptions
 from host_bridge.image.prepare import PreparedImage, prepare

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 import adafruit_minimqtt.adafruit_minimqtt as MQTT  # noqa: E402
 import adafruit_requests  # noqa: E402
 
-from bootloader.flash import Flash  # noqa: E402
-from bootloader.layout import load_board  # noqa: E402
+from bootloader.formats.layout import load_board  # noqa: E402
+from bootloader.sim.flash import Flash  # noqa: E402
 from mcu import bootutil, fota, jobs  # noqa: E402
 
 RESET_EXIT = 3

@@ -5,7 +5,7 @@ The fake tier runs ``mcu.fota`` / ``mcu.jobs`` against:
 
 - :class:`FakeMqtt`: the slice of adafruit_minimqtt's ``MQTT`` those modules use, wired to a
   :class:`FakeJobsBroker` that answers the Jobs topics from the real local job store
-  (``host_bridge.localjobs.store.JobStore``), so the Jobs semantics are the service's own;
+  (``localjobs.store.JobStore``), so the Jobs semantics are the service's own;
 - :class:`FakeSession`: the slice of ``adafruit_requests.Session`` the download uses.
 
 Nothing here sleeps: ``loop()`` delivers what is queued and returns.
@@ -22,11 +22,11 @@ from typing import Any, Final
 
 from adafruit_minimqtt.matcher import MQTTMatcher
 
-from bootloader.flash import Flash, FlashArea
-from bootloader.layout import Layout, load_board
-from bootloader.testimages import payload, sign
-from host_bridge.localjobs.api import JobsApi
-from host_bridge.localjobs.store import JobStore
+from bootloader.formats.layout import Layout, load_board
+from bootloader.sim.flash import Flash, FlashArea
+from bootloader.sim.testimages import payload, sign
+from localjobs.api import JobsApi
+from localjobs.store import JobStore
 from mcu import mcuboot as mb
 from mcu.flash_area import RamArea
 

@@ -25,11 +25,11 @@ from typing import Any, Final
 from brokers import Mosquitto
 from fota_direct_kit import layout, new_flash
 
-from bootloader.flash import Flash
-from bootloader.model.boot import BootResult, boot
-from host_bridge.localjobs.fileserver import FileServer
-from host_bridge.localjobs.service import JobsService
-from host_bridge.localjobs.store import JobStore
+from bootloader.sim.flash import Flash
+from bootloader.sim.model.boot import BootResult, boot
+from localjobs.fileserver import FileServer
+from localjobs.service import JobsService
+from localjobs.store import JobStore
 from mcu import mcuboot as mb
 
 DEVICE: Final = Path(__file__).resolve().parent / "fota_direct_device.py"

@@ -26,7 +26,7 @@ import cbor2
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from bootloader.layout import BOARDS_DIR
+from bootloader.formats.layout import BOARDS_DIR
 from mcu import smp_frame as sf
 
 PROFILE: Final = os.environ.get("FOTA_FUZZ_PROFILE", "fuzz")

@@ -14,10 +14,10 @@ from typing import Any, Final
 
 import cbor2
 
-from bootloader import image as bimg
-from bootloader.flash import Flash
-from bootloader.layout import Layout
-from bootloader.model.common import make_validator
+from bootloader.formats import image as bimg
+from bootloader.formats.layout import Layout
+from bootloader.sim.flash import Flash
+from bootloader.sim.model.common import make_validator
 from mcu import cbor
 from mcu import mcuboot as mb
 from mcu import smp_frame as sf

@@ -19,7 +19,7 @@ import pytest
 from bridge_kit import client_for, firmware, slot, tlv_hash
 from vmcu_fixture import REPO_ROOT, Vmcu
 
-from bootloader.testimages import payload
+from bootloader.sim.testimages import payload
 from host_bridge import cli
 
 CLI_TIMEOUT_S: Final = 60.0

@@ -28,10 +28,10 @@ from bridge_kit import (
 )
 from vmcu_fixture import Vmcu
 
-from bootloader.testimages import keygen
+from bootloader.sim.testimages import keygen
+from fota_common.errors import DeviceError, ImageError, SmpTimeout
 from host_bridge import cli
 from host_bridge.device import DeviceUpdater, Outcome, UpdateOptions
-from host_bridge.errors import DeviceError, ImageError, SmpTimeout
 from host_bridge.image.prepare import IMAGE_MAGIC, load_trusted_keys, prepare
 from host_bridge.image.sign import SigningParams, sign_payload
 from host_bridge.smp.client import SmpClient

@@ -25,11 +25,11 @@ from brokers import BrokerError, Mosquitto
 from jobs_device import JobsDevice
 from vmcu_fixture import Vmcu
 
-from bootloader.layout import load_board
-from bootloader.testimages import payload, sign
-from host_bridge.localjobs.service import TlsConfig
+from bootloader.formats.layout import load_board
+from bootloader.sim.testimages import payload, sign
 from host_bridge.smp.client import SmpClient
 from host_bridge.smp.link import SerialLink
+from localjobs.service import TlsConfig
 
 BOARD: Final = "nrf52840"
 SMALL: Final = 3000  # unthrottled tests: a few sectors

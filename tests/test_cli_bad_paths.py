@@ -29,9 +29,9 @@ RUN_TIMEOUT_S: Final = 30.0  # a bound on a hang, not a wait: every row ends in 
 EXIT_ERROR: Final = 2
 
 BRIDGE: Final = ("-m", "host_bridge.cli")
-JOBS: Final = ("-m", "host_bridge.localjobs.cli")
-BOOT: Final = ("-m", "bootloader.cli")
-VMCU: Final = ("-m", "bootloader.vmcu")
+JOBS: Final = ("-m", "localjobs.cli")
+BOOT: Final = ("-m", "bootloader.sim.cli")
+VMCU: Final = ("-m", "bootloader.sim.vmcu")
 FAULTLINK: Final = ("-m", "tools.faultlink")
 BUNDLE: Final = ("-m", "tools.mcu_bundle")
 RELIABILITY: Final = ("-m", "reliability")
@@ -526,7 +526,7 @@ HELP: Final = (
         BUNDLE,
         RELIABILITY,
         OVERLAY,
-        ("-m", "bootloader.powercut"),
+        ("-m", "bootloader.sim.powercut"),
     ]
 )
 
@@ -555,21 +555,21 @@ def _bridge(mp: pytest.MonkeyPatch, tmp: Path) -> int:
 
 
 def _jobs(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    from host_bridge.localjobs import cli
+    from localjobs import cli
 
     mp.setattr(cli, "cmd_list", boom)
     return cli.main_jobs(["list", "--state-dir", str(tmp)])
 
 
 def _boot(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    from bootloader import cli
+    from bootloader.sim import cli
 
     mp.setattr(cli, "cmd_boards", boom)
     return cli.main(["boards"])
 
 
 def _vmcu(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    from bootloader import vmcu
+    from bootloader.sim import vmcu
 
     mp.setattr(vmcu, "VirtualMcu", boom)
     return vmcu.main(["--board", "tiny", "--flash", str(tmp / "f.bin"), "--link", str(tmp / "l")])

@@ -19,12 +19,12 @@ from typing import Any, Final
 import pytest
 from mpy import run_micropython
 
-from bootloader import image as bimg
-from bootloader.layout import LayoutError, load_layout
+from bootloader.formats import image as bimg
+from bootloader.formats.layout import LayoutError, load_layout
 from host_bridge.config import ConfigError, load_config
 from host_bridge.jobs.documents import DocumentError, parse_document_text
-from host_bridge.localjobs.api import JobsApi
-from host_bridge.localjobs.store import JobStore
+from localjobs.api import JobsApi
+from localjobs.store import JobStore
 from mcu import cbor, fota_doc
 from mcu import smp_frame as sf
 from mcu.flash_area import RamArea

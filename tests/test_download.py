@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from https_server import HttpsServer, Pki, Route, make_pki
 
-from host_bridge.errors import BridgeError, ConfigError, DownloadError
+from fota_common.errors import BridgeError, ConfigError, DownloadError
 from host_bridge.image.download import Downloader, Response
 from host_bridge.jobs.documents import FirmwareJob
 

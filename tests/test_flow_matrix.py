@@ -33,7 +33,7 @@ from flow_rig import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from host_bridge.errors import DeviceError
+from fota_common.errors import DeviceError
 from host_bridge.flow import UpdateOptions
 from host_bridge.smp.upload import upload
 

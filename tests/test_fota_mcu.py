@@ -28,12 +28,12 @@ from fota_direct_kit import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bootloader.flash import Flash
-from bootloader.layout import Layout
-from bootloader.model.boot import boot
-from host_bridge.errors import DocumentError as HostDocumentError
+from bootloader.formats.layout import Layout
+from bootloader.sim.flash import Flash
+from bootloader.sim.model.boot import boot
+from fota_common.errors import DocumentError as HostDocumentError
 from host_bridge.jobs.documents import FirmwareJob, OtherJob, parse_document
-from host_bridge.localjobs.store import JobStore
+from localjobs.store import JobStore
 from mcu import fota, fota_doc, jobs, md5
 from mcu import mcuboot as mb
 

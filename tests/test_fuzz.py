@@ -81,13 +81,20 @@ from fuzz_rigs import (
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from bootloader import image as bimg
-from bootloader.flash import Flash
-from bootloader.layout import BOARDS_DIR, Layout, LayoutError, load_board, load_layout, parse_layout
-from bootloader.model.boot import boot
-from bootloader.testimages import keygen, payload, sign
+from bootloader.formats import image as bimg
+from bootloader.formats.layout import (
+    BOARDS_DIR,
+    Layout,
+    LayoutError,
+    load_board,
+    load_layout,
+    parse_layout,
+)
+from bootloader.sim.flash import Flash
+from bootloader.sim.model.boot import boot
+from bootloader.sim.testimages import keygen, payload, sign
+from fota_common.errors import BridgeError, DeviceError
 from host_bridge.config import THING_NAME, ConfigError, parse_config
-from host_bridge.errors import BridgeError, DeviceError
 from host_bridge.jobs.documents import (
     DocumentError,
     FirmwareJob,
@@ -96,11 +103,11 @@ from host_bridge.jobs.documents import (
     parse_document_text,
     url_problem,
 )
-from host_bridge.localjobs import model as jobs_model
-from host_bridge.localjobs.api import JobsApi, parse_topic
-from host_bridge.localjobs.store import JobStore
 from host_bridge.smp.client import SlotState, SmpClient, check_reply
 from host_bridge.smp.upload import _next_reply, _State
+from localjobs import model as jobs_model
+from localjobs.api import JobsApi, parse_topic
+from localjobs.store import JobStore
 from mcu import cbor, fota_doc
 from mcu import mcuboot as mb
 from mcu import smp_frame as sf
@@ -815,7 +822,7 @@ SHAPES: Final = {  # (command, a reply of the wrong shape)
 @pytest.mark.parametrize("case", sorted(SHAPES))
 def test_smp_client_reply_shapes(case: str) -> None:
     """A reply map of the wrong shape should be a BridgeError, not a crash of the caller."""
-    from host_bridge.errors import BridgeError
+    from fota_common.errors import BridgeError
     from host_bridge.smp.upload import upload
 
     command, body = SHAPES[case]

@@ -21,7 +21,7 @@ from imgtool_util import (
     sign,
 )
 
-from bootloader.image import (
+from bootloader.formats.image import (
     IMAGE_MAGIC,
     TLV_ECDSA_SIG,
     TLV_ED25519,

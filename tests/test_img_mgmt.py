@@ -27,9 +27,9 @@ from smpclient.requests.image_management import (
     ImageUploadWrite,
 )
 
-from bootloader.image import parse_image
-from bootloader.layout import Layout
-from bootloader.testimages import payload, sign
+from bootloader.formats.image import parse_image
+from bootloader.formats.layout import Layout
+from bootloader.sim.testimages import payload, sign
 from mcu import mcuboot as mb
 from mcu import smp_frame as sf
 from mcu.flash_area import RamArea

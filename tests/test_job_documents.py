@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from host_bridge.errors import BridgeError
+from fota_common.errors import BridgeError
 from host_bridge.jobs.documents import (
     MAX_DOCUMENT_CHARS,
     DocumentError,

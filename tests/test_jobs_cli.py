@@ -19,8 +19,8 @@ from bridge_stack import BridgeProcess
 from brokers import BrokerError, Mosquitto, free_port
 from vmcu_fixture import REPO_ROOT, Vmcu
 
-from bootloader.layout import load_board
-from bootloader.testimages import payload, sign
+from bootloader.formats.layout import load_board
+from bootloader.sim.testimages import payload, sign
 from host_bridge import cli
 
 BOARD: Final = "nrf52840"

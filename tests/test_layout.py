@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bootloader.layout import LayoutError, board_names, load_board
+from bootloader.formats.layout import LayoutError, board_names, load_board
 
 
 def test_required_boards_exist() -> None:

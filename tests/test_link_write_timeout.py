@@ -16,7 +16,7 @@ import pytest
 import serial
 from smp import os_management as smpos
 
-from host_bridge.errors import LinkError
+from fota_common.errors import LinkError
 from host_bridge.smp.client import SmpClient
 from host_bridge.smp.link import SerialLink, open_serial
 from mcu.os_mgmt import OsGroup

@@ -22,7 +22,7 @@ import pytest
 from brokers import BrokerError, Mosquitto
 from jobs_device import JobsDevice
 
-from host_bridge.localjobs.cli import add_jobs_parser, cmd_list, main_jobs
+from localjobs.cli import add_jobs_parser, cmd_list, main_jobs
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = b"\x3d\xb8\xf3\x96" + bytes(range(256)) * 8
@@ -159,12 +159,12 @@ def test_add_jobs_parser_plugs_into_a_cli(tmp_path: Path) -> None:
 
 # -- serve, as a process -------------------------------------------------------------------------
 class Serve:
-    """``python -m host_bridge.localjobs.cli serve`` with its stdout read by a thread."""
+    """``python -m localjobs.cli serve`` with its stdout read by a thread."""
 
     def __init__(self, argv: list[str]) -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "host_bridge.localjobs.cli", "serve", *argv],
+            [sys.executable, "-m", "localjobs.cli", "serve", *argv],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,

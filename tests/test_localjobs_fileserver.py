@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from host_bridge.errors import ConfigError
-from host_bridge.localjobs.fileserver import BAD_SIGNATURE, EXPIRED, FileServer, byte_range
+from fota_common.errors import ConfigError
+from localjobs.fileserver import BAD_SIGNATURE, EXPIRED, FileServer, byte_range
 
 T0 = 1_700_000_000.0
 DATA = bytes(range(256)) * 40 + b"tail"  # 10244 bytes

@@ -20,11 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jobs_device import JobsDevice, tls_refused
 
-from host_bridge.localjobs import LocalJobsError
-from host_bridge.localjobs import model as m
-from host_bridge.localjobs.api import JobsApi, Route, Throttle, parse_topic
-from host_bridge.localjobs.service import JobsService, TlsConfig
-from host_bridge.localjobs.store import JobStore
+from localjobs import LocalJobsError
+from localjobs import model as m
+from localjobs.api import JobsApi, Route, Throttle, parse_topic
+from localjobs.service import JobsService, TlsConfig
+from localjobs.store import JobStore
 
 T0 = 1_700_000_000.0
 PLACEHOLDER_URL = "https://127.0.0.1:8443/files/app-1.2.3.bin"

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from host_bridge.errors import BridgeError, ConfigError
-from host_bridge.localjobs import model as m
-from host_bridge.localjobs.model import Rejection
-from host_bridge.localjobs.store import JobStore
+from fota_common.errors import BridgeError, ConfigError
+from localjobs import model as m
+from localjobs.model import Rejection
+from localjobs.store import JobStore
 
 T0 = 1_700_000_000.0
 DOC = json.dumps({"operation": "fota", "version": "1.0.0"})

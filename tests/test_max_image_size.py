@@ -27,11 +27,18 @@ import pytest
 from smp.image_management import IMG_MGMT_ERR as ERR
 from smpclient.requests.image_management import ImageUploadWrite
 
-from bootloader.flash import Flash
-from bootloader.layout import BOARDS_DIR, MODES, Layout, LayoutError, board_names, load_board
-from bootloader.layout import validate as validate_layout
-from bootloader.model.boot import boot
-from bootloader.testimages import payload, sign
+from bootloader.formats.layout import (
+    BOARDS_DIR,
+    MODES,
+    Layout,
+    LayoutError,
+    board_names,
+    load_board,
+)
+from bootloader.formats.layout import validate as validate_layout
+from bootloader.sim.flash import Flash
+from bootloader.sim.model.boot import boot
+from bootloader.sim.testimages import payload, sign
 from mcu import fota
 from mcu import mcuboot as mb
 from mcu import smp_frame as sf

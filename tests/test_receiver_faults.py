@@ -20,7 +20,7 @@ from smp.image_management import IMG_MGMT_ERR
 from smpclient.requests.image_management import ImageErase, ImageStatesRead, ImageUploadWrite
 from smpclient.requests.os_management import EchoWrite
 
-from bootloader.layout import Layout
+from bootloader.formats.layout import Layout
 from mcu import smp_frame as sf
 from mcu.flash_area import RamArea
 from mcu.receiver import Receiver, make_server

@@ -48,8 +48,8 @@ from smpclient.requests.os_management import (
     ResetWrite,
 )
 
-from bootloader.image import parse_image
-from bootloader.layout import Layout
+from bootloader.formats.image import parse_image
+from bootloader.formats.layout import Layout
 from mcu import smp_frame as sf
 from mcu.flash_area import RamArea
 from mcu.receiver import Receiver, make_server

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bootloader.layout import load_board
+from bootloader.formats.layout import load_board
 from host_bridge.device import DeviceUpdater, Outcome, UpdateOptions
 from host_bridge.image.prepare import PreparedImage, prepare
 from host_bridge.image.sign import SigningParams, sign_payload

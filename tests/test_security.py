@@ -33,20 +33,20 @@ from brokers import HOST, Mosquitto, TestPki
 from https_server import HttpsServer, Pki, Route, make_pki
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bootloader.flash import Flash
-from bootloader.layout import Layout
-from bootloader.testimages import keygen, payload, sign
+from bootloader.formats.layout import Layout
+from bootloader.sim.flash import Flash
+from bootloader.sim.testimages import keygen, payload, sign
+from fota_common.errors import DownloadError, ImageError
 from host_bridge import cli
 from host_bridge.config import BridgeConfig, ConfigError, DeviceConfig, parse_config
 from host_bridge.daemon import Bridge
-from host_bridge.errors import DownloadError, ImageError
 from host_bridge.image.download import Downloader
 from host_bridge.image.prepare import load_trusted_keys, prepare
 from host_bridge.jobs.client import BrokerConfig
 from host_bridge.jobs.documents import DocumentError, FirmwareJob, parse_document
-from host_bridge.localjobs import pki as local_pki
-from host_bridge.localjobs.store import JobStore
 from host_bridge.store import InFlight, Store
+from localjobs import pki as local_pki
+from localjobs.store import JobStore
 
 pytestmark = pytest.mark.timeout(120)
 

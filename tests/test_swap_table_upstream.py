@@ -16,10 +16,10 @@ from typing import Final
 
 import pytest
 
-from bootloader.flash import Flash, PowerCut
-from bootloader.layout import Layout
-from bootloader.model.boot import boot
-from bootloader.testimages import make_pair
+from bootloader.formats.layout import Layout
+from bootloader.sim.flash import Flash, PowerCut
+from bootloader.sim.model.boot import boot
+from bootloader.sim.testimages import make_pair
 from mcu import mcuboot as mb
 from mcu.flash_area import RamArea
 
@@ -314,7 +314,7 @@ def test_a_stuck_revert_is_cleared_in_the_same_boot(
 def test_overwrite_only_invalid_image_is_none_and_the_primary_is_untouched() -> None:
     """Overwrite-only: the same NONE; no image_ok is written (swap_set_image_ok is compiled
     out of MCUBOOT_OVERWRITE_ONLY builds)."""
-    from bootloader.layout import load_board
+    from bootloader.formats.layout import load_board
 
     lay = load_board("tiny-overwrite")
     v1, v2 = make_pair(lay)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bootloader.flash import Flash, FlashArea, FlashError
-from bootloader.layout import Partition
+from bootloader.formats.layout import Partition
+from bootloader.sim.flash import Flash, FlashArea, FlashError
 from mcu import mcuboot as mb
 
 SLOT = 0x2000

@@ -42,9 +42,9 @@ from smpclient.requests.os_management import (
 from smpclient.transport.serial import SMPSerialRawTransport, SMPSerialTransport
 from vmcu_fixture import Vmcu
 
-from bootloader.image import load_image
-from bootloader.layout import Layout
-from bootloader.testimages import payload, sign
+from bootloader.formats.image import load_image
+from bootloader.formats.layout import Layout
+from bootloader.sim.testimages import payload, sign
 from mcu import smp_frame as sf
 
 T = TypeVar("T")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from bootloader import overlay
-from bootloader.layout import LayoutError, load_board, parse_layout
+from bootloader.formats.layout import LayoutError, load_board, parse_layout
 
 ZEPHYR_DIR = Path(overlay.__file__).resolve().parent / "zephyr"
 CONF_FILES = sorted(ZEPHYR_DIR.rglob("*.conf"))

@@ -75,7 +75,7 @@ class Vmcu:
     # -- process control ---------------------------------------------------------------
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "bootloader.vmcu", "--board", self.board]
+        cmd = [sys.executable, "-m", "bootloader.sim.vmcu", "--board", self.board]
         cmd += ["--flash", str(self.flash), "--link", str(self.link), *self.args]
         if self.starts == 0 and self._load is not None:
             cmd += ["--load", str(self._load)]

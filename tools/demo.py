@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bootloader.layout import load_board
-from bootloader.testimages import payload
+from bootloader.formats.layout import load_board
+from bootloader.sim.testimages import payload
 from host_bridge.image.sign import SigningParams, generate_key, sign_payload
-from host_bridge.localjobs.cli import DB_NAME, FILES_DIR
-from host_bridge.localjobs.store import JobStore
+from localjobs.cli import DB_NAME, FILES_DIR
+from localjobs.store import JobStore
 from reliability.procs import find_mosquitto, free_port, port_open
 
 PY = sys.executable
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     PY,
                     "-m",
-                    "host_bridge.localjobs.cli",
+                    "localjobs.cli",
                     "serve",
                     "--broker",
                     f"127.0.0.1:{mport}",
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     [
                         PY,
                         "-m",
-                        "bootloader.vmcu",
+                        "bootloader.sim.vmcu",
                         "--board",
                         BOARD,
                         "--flash",

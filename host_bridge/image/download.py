@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 from urllib.parse import urljoin, urlsplit
 
-from host_bridge.errors import DownloadError
+from fota_common.errors import DownloadError
 from host_bridge.image.http import HttpClientOpener, Opener, Response, tls_context
 from host_bridge.jobs.documents import FirmwareJob, presigned_expiry, url_problem
 from host_bridge.redact import redact_text, redact_url

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from host_bridge.errors import ConfigError
+from fota_common.errors import ConfigError
 
 __all__ = ["HttpClientOpener", "Opener", "Response", "tls_context"]
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bootloader.image import ImageError as CodecError
-from bootloader.image import load_public_key, parse_image, verify_image
-from host_bridge.errors import ConfigError, ImageError
+from bootloader.formats.image import ImageError as CodecError
+from bootloader.formats.image import load_public_key, parse_image, verify_image
+from fota_common.errors import ConfigError, ImageError
 from host_bridge.image.sign import SigningParams, sign_payload
 
 IMAGE_MAGIC = b"\x3d\xb8\xf3\x96"

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from bootloader.layout import Layout
-from host_bridge.errors import ConfigError, ImageError
+from bootloader.formats.layout import Layout
+from fota_common.errors import ConfigError, ImageError
 
 KEY_TYPES = ("ecdsa-p256", "ed25519", "rsa-2048")
 

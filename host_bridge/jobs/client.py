@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from host_bridge.errors import BridgeError, ConfigError
+from fota_common.errors import BridgeError, ConfigError
+from fota_common.errors import JobsError as JobsError  # re-exported
 from host_bridge.jobs.received import annotate_execution
 
 log = logging.getLogger("fota.jobs")
@@ -28,15 +29,6 @@ log = logging.getLogger("fota.jobs")
 CATCH_UP_TIMEOUT_S = 3.0
 RETRYABLE = ("RequestThrottled", "ResourceNotFound", "InternalError")
 PREFIX = "$aws/things/"
-
-
-class JobsError(BridgeError):
-    """A Jobs API request failed for good (rejected, or no reply)."""
-
-    def __init__(self, message: str, code: str = "", state: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.execution_state = state
 
 
 @dataclass(frozen=True)

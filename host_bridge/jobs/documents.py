@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from host_bridge.errors import DocumentError
+from fota_common.errors import DocumentError
 from host_bridge.redact import redact_text, redact_url
 
 __all__ = [

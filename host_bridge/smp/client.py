@@ -19,7 +19,7 @@ from smp import image_management as smpimg
 from smp import os_management as smpos
 from smp.error import MGMT_ERR
 
-from host_bridge.errors import DeviceError, LinkError, SmpTimeout
+from fota_common.errors import DeviceError, LinkError, SmpTimeout
 from host_bridge.smp.link import SerialLink
 
 GROUP_OS = 0

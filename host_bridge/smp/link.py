@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import serial
 
-from host_bridge.errors import LinkError
+from fota_common.errors import LinkError
 from mcu import smp_frame as sf
 
 FRAMINGS = ("console", "raw")

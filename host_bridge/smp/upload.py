@@ -26,7 +26,7 @@ from typing import Any
 
 import cbor2
 
-from host_bridge.errors import DeviceError, LinkError, SmpTimeout
+from fota_common.errors import DeviceError, LinkError, SmpTimeout
 from host_bridge.smp.client import GROUP_IMAGE, HEADER, SmpClient, check_reply, unpack_header
 
 UPLOAD_ID = 1

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import adafruit_minimqtt.adafruit_minimqtt as MQTT
 import adafruit_requests
 
-from bootloader.flash import Flash
-from bootloader.layout import load_board
+from bootloader.formats.layout import load_board
+from bootloader.sim.flash import Flash
 from mcu import fota
 
 RESET_EXIT = 3

@@ -8,15 +8,13 @@
     pki.py         a local CA and the certificates it signs
     cli.py         ``fota-bridge jobs serve|create|list|describe|cancel``
 
-Errors: :class:`LocalJobsError` (a :class:`~host_bridge.errors.BridgeError`) when the store
+Errors: :class:`LocalJobsError` (a :class:`~fota_common.errors.BridgeError`) when the store
 or the broker connection fails; bad operator input is a ``ConfigError``.  A device's bad
 request is never an exception: it is a ``Rejection`` value answered on ``.../rejected``.
 """
 
 from __future__ import annotations
 
-from host_bridge.errors import BridgeError
+from fota_common.errors import LocalJobsError
 
-
-class LocalJobsError(BridgeError):
-    """The job store or the broker connection failed."""
+__all__ = ["LocalJobsError"]

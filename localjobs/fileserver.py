@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from host_bridge.errors import ConfigError
-from host_bridge.localjobs import LocalJobsError, pki
+from fota_common.errors import ConfigError
+from localjobs import LocalJobsError, pki
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from bootloader.model.common import (
+from bootloader.sim.model.common import (
     IDX_0,
     OP_MOVE,
     OP_SWAP,

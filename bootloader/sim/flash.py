@@ -19,11 +19,8 @@ import stat
 from pathlib import Path
 from typing import Final
 
-from bootloader.layout import Layout, Partition
-
-
-class FlashError(Exception):
-    """A flash operation broke NOR rules (misaligned, out of range, not erased)."""
+from bootloader.formats.layout import Layout, Partition
+from fota_common.errors import FlashError as FlashError  # re-exported
 
 
 class PowerCut(Exception):

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bootloader.flash import Flash
-from bootloader.layout import Layout
-from bootloader.model.common import (
+from bootloader.formats.layout import Layout
+from bootloader.sim.flash import Flash
+from bootloader.sim.model.common import (
     BootContext,
     BootStatus,
     SwapStrategy,
@@ -23,8 +23,8 @@ from bootloader.model.common import (
     scramble_trailer_sectors,
     validate_slot,
 )
-from bootloader.model.overwrite import OverwriteOnly
-from bootloader.model.swap_move import SwapMove
+from bootloader.sim.model.overwrite import OverwriteOnly
+from bootloader.sim.model.swap_move import SwapMove
 from mcu import mcuboot as mb
 
 
@@ -119,7 +119,7 @@ def boot(
     keys: Sequence[Any] = (),
     validator: Validator | None = None,
 ) -> BootResult:
-    """Run one boot.  A :class:`~bootloader.flash.PowerCut` propagates to the caller."""
+    """Run one boot.  A :class:`~bootloader.sim.flash.PowerCut` propagates to the caller."""
     ctx = BootContext(
         layout=layout,
         pri=flash.area(layout.slot0),

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bootloader.layout import Layout
+from bootloader.formats.layout import Layout
 
 
 def sign(payload: bytes, version: str, layout: Layout, key: str | Path | None = None) -> bytes:

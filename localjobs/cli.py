@@ -15,7 +15,7 @@ State directory (default ``$XDG_STATE_HOME/fota-bridge/jobs``): ``jobs.sqlite3``
 ``files/`` (the served images), ``tls/`` (the file server's CA and certificate; keys 0600),
 ``url-secret`` (0600) and ``fileserver.json`` (the port ``serve`` listens on).
 
-Also runnable alone: ``python -m host_bridge.localjobs.cli serve ...``.
+Also runnable alone: ``python -m localjobs.cli serve ...``.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fota_common.errors import BridgeError, ConfigError
 from host_bridge.cli import OneLineParser, int_at_least, int_between, internal_error, seconds
 from host_bridge.config import check_tls_files
-from host_bridge.errors import BridgeError, ConfigError
-from host_bridge.localjobs import model as m
-from host_bridge.localjobs.model import Job
-from host_bridge.localjobs.store import JobStore
+from localjobs import model as m
+from localjobs.model import Job
+from localjobs.store import JobStore
 
 EXIT_OK, EXIT_ERROR = 0, 2
 DB_NAME = "jobs.sqlite3"
@@ -103,9 +103,9 @@ def _counts(job: Job) -> str:
 
 # -- serve ---------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from host_bridge.localjobs.api import Throttle
-    from host_bridge.localjobs.fileserver import FileServer
-    from host_bridge.localjobs.service import JobsService, TlsConfig
+    from localjobs.api import Throttle
+    from localjobs.fileserver import FileServer
+    from localjobs.service import JobsService, TlsConfig
 
     host, port = parse_hostport(args.broker)
     if (args.cert is None) != (args.key is None) or (args.cert and not args.ca):

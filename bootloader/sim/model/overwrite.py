@@ -6,7 +6,7 @@ trailer (which requests the upgrade) is erased only after the primary is complet
 
 from __future__ import annotations
 
-from bootloader.model.common import (
+from bootloader.sim.model.common import (
     BootContext,
     BootStatus,
     copy_region,

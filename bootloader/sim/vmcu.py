@@ -24,11 +24,11 @@ import tty
 from pathlib import Path
 from typing import Any
 
-from bootloader.cli import CliError, OneLineParser, int_at_least, internal_error, load_keys
-from bootloader.cli import read_file as _read_file
-from bootloader.flash import Flash, FlashError
-from bootloader.layout import Layout, LayoutError, load_board
-from bootloader.model.boot import BootedImage, boot
+from bootloader.formats.layout import Layout, LayoutError, load_board
+from bootloader.sim.cli import CliError, OneLineParser, int_at_least, internal_error, load_keys
+from bootloader.sim.cli import read_file as _read_file
+from bootloader.sim.flash import Flash, FlashError
+from bootloader.sim.model.boot import BootedImage, boot
 from mcu import bootutil
 from mcu.receiver import Receiver, make_server
 

@@ -37,11 +37,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from host_bridge.errors import ConfigError
-from host_bridge.localjobs import LocalJobsError
-from host_bridge.localjobs import model as m
-from host_bridge.localjobs.api import SUBSCRIPTION, JobsApi, Throttle, jobs_topic
-from host_bridge.localjobs.store import JobStore
+from fota_common.errors import ConfigError
+from localjobs import LocalJobsError
+from localjobs import model as m
+from localjobs.api import SUBSCRIPTION, JobsApi, Throttle, jobs_topic
+from localjobs.store import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from host_bridge.errors import ConfigError
-from host_bridge.localjobs import LocalJobsError
-from host_bridge.localjobs import model as m
-from host_bridge.localjobs.model import Execution, Job, Rejection
+from fota_common.errors import ConfigError
+from localjobs import LocalJobsError
+from localjobs import model as m
+from localjobs.model import Execution, Job, Rejection
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 10.0

@@ -21,6 +21,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from fota_common.errors import ImageError as ImageError  # re-exported
+
 IMAGE_MAGIC: Final = 0x96F3B83D
 TLV_INFO_MAGIC: Final = 0x6907
 TLV_PROT_INFO_MAGIC: Final = 0x6908
@@ -99,14 +101,6 @@ PublicKey: TypeAlias = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed
 SignatureStatus: TypeAlias = Literal["none", "ok", "bad", "unknown-key", "no-signature"]
 
 
-class ImageError(ValueError):
-    """A byte string that is not a well-formed MCUboot image (or key); ``code`` is stable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _hex(value: bytes, n: int = 8) -> str:
     return value[:n].hex() + ("..." if len(value) > n else "")
 
@@ -124,7 +118,7 @@ class ImageVersion:
         limits = (("major", 0xFF), ("minor", 0xFF), ("revision", 0xFFFF), ("build", 0xFFFFFFFF))
         for name, top in limits:
             if not 0 <= getattr(self, name) <= top:
-                raise ImageError("bad-version", f"version {name} must be 0..{top}")
+                raise ImageError(f"version {name} must be 0..{top}", "bad-version")
 
     def __str__(self) -> str:
         """Zephyr's img_mgmt form, as SMP image state reports it: ".build" only if non-zero."""
@@ -141,7 +135,7 @@ class ImageVersion:
         """Accept "1", "1.2", "1.2.3", "1.2.3+4" (imgtool) and "1.2.3.4" (Zephyr)."""
         m = _VERSION_RE.fullmatch(text.strip())
         if m is None:
-            raise ImageError("bad-version", f"bad version {text!r} (expected 1.2.3 or 1.2.3+4)")
+            raise ImageError(f"bad version {text!r} (expected 1.2.3 or 1.2.3+4)", "bad-version")
         return cls(*(int(g) if g else 0 for g in m.groups()))
 
     @classmethod
@@ -167,14 +161,14 @@ class ImageHeader:
     @classmethod
     def parse(cls, data: bytes) -> ImageHeader:
         if len(data) < HEADER_SIZE:
-            raise ImageError("truncated", f"truncated: {len(data)} bytes, less than a header")
+            raise ImageError(f"truncated: {len(data)} bytes, less than a header", "truncated")
         magic, load, hdr_size, prot, img_size, flags, ver, _ = _HEADER.unpack_from(data)
         if magic != IMAGE_MAGIC:
             hint = " (erased flash?)" if magic == 0xFFFFFFFF else ""
             msg = f"bad image magic 0x{magic:08x} (expected 0x{IMAGE_MAGIC:08x}){hint}"
-            raise ImageError("bad-magic", msg)
+            raise ImageError(msg, "bad-magic")
         if hdr_size < HEADER_SIZE:
-            raise ImageError("bad-header", f"header size {hdr_size} is below the 32-byte minimum")
+            raise ImageError(f"header size {hdr_size} is below the 32-byte minimum", "bad-header")
         return cls(magic, load, hdr_size, prot, img_size, flags, ImageVersion.unpack(ver))
 
     def pack(self) -> bytes:
@@ -289,28 +283,28 @@ def _parse_tlv_area(data: bytes, off: int, protected: bool) -> tuple[list[Tlv], 
     )
     if off + _TLV_INFO.size > len(data):
         msg = f"truncated: the {what} should start at {off} but the data ends at {len(data)}"
-        raise ImageError("truncated", msg)
+        raise ImageError(msg, "truncated")
     found, tot = _TLV_INFO.unpack_from(data, off)
     if found != magic:
         msg = f"bad {what} magic 0x{found:04x} at offset {off} (expected 0x{magic:04x})"
-        raise ImageError("bad-tlv-magic", msg)
+        raise ImageError(msg, "bad-tlv-magic")
     if tot < _TLV_INFO.size:
-        raise ImageError("bad-tlv", f"{what} at offset {off} claims only {tot} bytes")
+        raise ImageError(f"{what} at offset {off} claims only {tot} bytes", "bad-tlv")
     end = off + tot
     if end > len(data):
         msg = f"truncated: the {what} says {tot} bytes but the data ends at {len(data)}"
-        raise ImageError("truncated", msg)
+        raise ImageError(msg, "truncated")
     tlvs = []
     pos = off + _TLV_INFO.size
     while pos < end:
         if pos + _TLV.size > end:
-            raise ImageError("bad-tlv", f"{what}: {end - pos} stray bytes at offset {pos}")
+            raise ImageError(f"{what}: {end - pos} stray bytes at offset {pos}", "bad-tlv")
         tlv_type, length = _TLV.unpack_from(data, pos)
         start = pos + _TLV.size
         if start + length > end:
             name = tlv_type_name(tlv_type)
             msg = f"{what}: TLV {name} at offset {pos} of length {length} overruns the area"
-            raise ImageError("bad-tlv", msg)
+            raise ImageError(msg, "bad-tlv")
         tlvs.append(Tlv(tlv_type, data[start : start + length], protected))
         pos = start + length
     return tlvs, end
@@ -326,16 +320,16 @@ def parse_image(data: bytes | bytearray | memoryview) -> McubootImage:
             f"truncated: header says {header.img_size} bytes of body after a "
             f"{header.hdr_size}-byte header but the data ends at {len(raw)}"
         )
-        raise ImageError("truncated", msg)
+        raise ImageError(msg, "truncated")
     tlvs: list[Tlv] = []
     if header.protect_tlv_size:
         tlvs, end = _parse_tlv_area(raw, off, protected=True)
         if end - off != header.protect_tlv_size:
             msg = f"protected TLV area is {end - off} bytes, header says {header.protect_tlv_size}"
-            raise ImageError("bad-tlv", msg)
+            raise ImageError(msg, "bad-tlv")
         off = end
     elif raw[off : off + 2] == TLV_PROT_INFO_MAGIC.to_bytes(2, "little"):
-        raise ImageError("bad-tlv", "protected TLV area present but protect_tlv_size is 0")
+        raise ImageError("protected TLV area present but protect_tlv_size is 0", "bad-tlv")
     unprotected, end = _parse_tlv_area(raw, off, protected=False)
     return McubootImage(header, (*tlvs, *unprotected), raw[:end], len(raw) - end)
 
@@ -367,12 +361,12 @@ def load_public_key(data: bytes, password: bytes | None = None) -> PublicKey:
             key = public(data)
         except (ValueError, UnsupportedAlgorithm) as exc:
             msg = "not a PEM or DER key that cryptography can read (or it needs a password)"
-            raise ImageError("bad-key", msg) from exc
+            raise ImageError(msg, "bad-key") from exc
     if isinstance(key, _PRIVATE_TYPES):
         key = key.public_key()
     if isinstance(key, _PUBLIC_TYPES):
         return key
-    raise ImageError("bad-key", f"unsupported key type {type(key).__name__}")
+    raise ImageError(f"unsupported key type {type(key).__name__}", "bad-key")
 
 
 def public_key_der(key: PublicKey) -> bytes:

@@ -3,7 +3,7 @@
 Each scenario runs once cleanly to count its flash operations, then once for every
 cut point N: replay from the same start, lose power before operation N, reboot to
 completion, and check MCUboot's invariants (which image is in each slot, trailer
-states, a valid image boots).  ``python -m bootloader.powercut`` prints the table.
+states, a valid image boots).  ``python -m bootloader.sim.powercut`` prints the table.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bootloader.flash import Flash, PowerCut
-from bootloader.layout import Layout, load_board
-from bootloader.model.boot import BootResult, boot
+from bootloader.formats.layout import Layout, load_board
+from bootloader.sim.flash import Flash, PowerCut
+from bootloader.sim.model.boot import BootResult, boot
 from mcu import mcuboot as mb
 
 Action = Callable[[Flash, Layout], None]
@@ -204,7 +204,7 @@ def run_campaign(sc: Scenario) -> CampaignResult:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run MCUboot power-cut campaigns on the model.")
     ap.parse_args(argv)
-    from bootloader.testimages import make_pair
+    from bootloader.sim.testimages import make_pair
 
     v1, v2 = make_pair(load_board("tiny"))
     print("| scenario | board | flash ops (clean) | cut points | failures |")

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from host_bridge.localjobs import LocalJobsError
-from host_bridge.localjobs import model as m
-from host_bridge.localjobs.model import Rejection
-from host_bridge.localjobs.store import JobStore, Result
+from localjobs import LocalJobsError
+from localjobs import model as m
+from localjobs.model import Rejection
+from localjobs.store import JobStore, Result
 
 log = logging.getLogger(__name__)
 

@@ -14,15 +14,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final
 
+from fota_common.errors import LayoutError as LayoutError  # re-exported
 from mcu import mcuboot as mb
 
-BOARDS_DIR: Final = Path(__file__).parent / "boards"
+BOARDS_DIR: Final = Path(__file__).resolve().parent.parent / "boards"
 MODES: Final = ("swap-move", "overwrite-only")
 TMPBUF_SZ: Final = 256  # MCUboot copies regions through a 256-byte buffer (BOOT_TMPBUF_SZ)
-
-
-class LayoutError(ValueError):
-    """A layout file is unusable; the message names the board and the reason."""
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bootloader.flash import Flash, FlashError, PowerCut
-from bootloader.layout import Layout, LayoutError, board_names, load_board
-from bootloader.model.boot import boot
+from bootloader.formats.layout import Layout, LayoutError, board_names, load_board
+from bootloader.sim.flash import Flash, FlashError, PowerCut
+from bootloader.sim.model.boot import boot
 from mcu import mcuboot as mb
 
 EXIT_OK, EXIT_REJECTED, EXIT_ERROR, EXIT_POWER_CUT = 0, 1, 2, 3
@@ -61,7 +61,7 @@ def read_file(path: str, what: str) -> bytes:
 
 
 def load_keys(paths: Sequence[str]) -> list[Any]:
-    from bootloader.image import load_public_key
+    from bootloader.formats.image import load_public_key
 
     keys = []
     for p in paths:
@@ -116,7 +116,7 @@ def cmd_boards(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from bootloader.image import ImageError, describe, parse_image, verify_image
+    from bootloader.formats.image import ImageError, describe, parse_image, verify_image
 
     data = read_file(args.image, "image")
     keys = load_keys(args.key or [])
