@@ -8,14 +8,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from fota_common.errors import BridgeError, ConfigError, DeviceError, ImageError
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from bootloader.formats.layout import LayoutError, load_board
+from fota_common.cli import (
+    EXIT_NO,
+    EXIT_OK,
+    OneLineParser,
+    int_at_least,
+    run,
+    seconds,
+)
+from fota_common.errors import ConfigError, DeviceError, ImageError
+from host_bridge import logs
+from host_bridge.config import check_tls_files, load_config
+from host_bridge.daemon import Bridge
+from host_bridge.device import DeviceUpdater, UpdateOptions
 from host_bridge.image.prepare import (
     PreparedImage,
     is_mcuboot_image,
@@ -29,62 +49,9 @@ from host_bridge.image.sign import (
     load_signing_key,
     sign_payload,
 )
-
-EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line and exit 2, like every other error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def int_at_least(low: int, base: int = 10) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``low`` (``base`` 0: 0x.. and 0o.. too)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text, base)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer of at least {low}, not {text!r}")
-        return value
-
-    return parse
-
-
-def int_between(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer from ``low`` to ``high``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer {low}..{high}, not {text!r}")
-        return value
-
-    return parse
-
-
-def seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
-    return value
-
-
-def internal_error(prog: str, exc: BaseException) -> int:
-    """The safety net under every command: one line for a bug, never a traceback."""
-    print(f"{prog}: internal error: {type(exc).__name__}: {exc} (please report)", file=sys.stderr)
-    return EXIT_ERROR
+from host_bridge.smp.client import SmpClient
+from host_bridge.smp.link import SerialLink
+from host_bridge.smp.upload import upload
 
 
 # -- shared options ------------------------------------------------------------------------
@@ -121,8 +88,6 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from host_bridge.smp.client import SmpClient
-    from host_bridge.smp.link import SerialLink
 
     link = SerialLink(args.port, args.baud, args.framing)
     return SmpClient(link, timeout_s=args.timeout)
@@ -140,8 +105,6 @@ def _signing_params(
 ) -> tuple[SigningParams, int | None]:
     """Signing parameters and the slot limit, from --board or the device's slot info."""
     if getattr(args, "board", None):
-        from bootloader.formats.layout import LayoutError, load_board
-
         try:
             lay = load_board(args.board)
         except LayoutError as exc:
@@ -195,13 +158,6 @@ def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[int, int], Non
     if not enabled or not sys.stderr.isatty():
         yield lambda done, total: None
         return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
 
     with Progress(
         "[progress.description]{task.description}",
@@ -282,7 +238,6 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    from host_bridge.smp.upload import upload
 
     client = _client(args)
     image = _image(args, client)
@@ -320,7 +275,6 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    from host_bridge.device import DeviceUpdater, UpdateOptions
 
     client = _client(args)
     image = _image(args, client)
@@ -347,9 +301,6 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from host_bridge import logs
-    from host_bridge.config import check_tls_files, load_config
-    from host_bridge.daemon import Bridge
 
     cfg = load_config(args.config)
     logs.setup(args.log_format, args.log_level)
@@ -448,9 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
     s.set_defaults(fn=cmd_run)
 
-    from localjobs.cli import add_jobs_parser
-
-    add_jobs_parser(sub)  # jobs serve|create|list|describe|cancel: each sets fn
+    # The local jobs service is a package of its own (the `localjobs` extra): a gateway that
+    # talks to AWS IoT does not need it, so `fota-bridge jobs` exists only where it is installed.
+    try:
+        from localjobs.cli import add_jobs_parser
+    except ImportError:
+        pass
+    else:
+        add_jobs_parser(sub)  # jobs serve|create|list|describe|cancel: each sets fn
 
     s = sub.add_parser("state", help="list the device's image slots")
     add_port_options(s)
@@ -469,20 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        code: int = args.fn(args)
-        return code
-    except DeviceError as exc:
-        print(f"fota-bridge: {exc}", file=sys.stderr)
-        return EXIT_NO
-    except BridgeError as exc:
-        print(f"fota-bridge: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("fota-bridge: interrupted", file=sys.stderr)
-        return EXIT_ERROR
-    except Exception as exc:
-        return internal_error("fota-bridge", exc)
+    return run("fota-bridge", lambda: int(args.fn(args)))
 
 
 if __name__ == "__main__":

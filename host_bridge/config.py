@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bootloader.formats.layout import LayoutError, load_board
 from fota_common.errors import ConfigError
-from host_bridge.jobs.client import BrokerConfig, TlsConfig
+from host_bridge.flow import POLICIES
+from host_bridge.jobs.broker import BrokerConfig, TlsConfig
+from host_bridge.smp.link import FRAMINGS
 
-POLICIES = ("device", "bridge")
-FRAMINGS = ("console", "raw")
 # AWS IoT's thing-name syntax; it also keeps MQTT wildcards (+, #) and "/" out of topics.
 THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 MAX_STEP_TIMEOUT_MIN = 10080  # AWS IoT Jobs: stepTimeoutInMinutes is 1..10080
@@ -163,8 +164,6 @@ def parse_config(data: dict[str, Any], base: Path) -> BridgeConfig:
             raise ConfigError(f"{where}: framing must be one of {FRAMINGS}")
         board = _get(d, "board", str, where)
         if board is not None:
-            from bootloader.formats.layout import LayoutError, load_board
-
             try:
                 load_board(board)
             except LayoutError as exc:

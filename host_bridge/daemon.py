@@ -24,15 +24,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bootloader.formats.layout import load_board
 from fota_common.errors import BridgeError
 from host_bridge.config import BridgeConfig, DeviceConfig, prepare_state_dir
 from host_bridge.device import DeviceUpdater, UpdateOptions
+from host_bridge.image.download import Downloader
 from host_bridge.image.prepare import is_mcuboot_image, load_trusted_keys, prepare
 from host_bridge.image.sign import SigningParams
 from host_bridge.jobs.client import RETRYABLE, JobsClient, JobsError
 from host_bridge.jobs.documents import DocumentError, FirmwareJob, parse_document
 from host_bridge.jobs.received import DOCUMENT_CHARS
 from host_bridge.redact import redact_text, redact_url
+from host_bridge.smp.client import SmpClient
+from host_bridge.smp.link import SerialLink
 from host_bridge.store import InFlight, Store
 
 log = logging.getLogger("fota.bridge")
@@ -271,7 +275,6 @@ class DeviceWorker(threading.Thread):
         self.tell(details)
 
     def run_job(self, job_id: str, job: Any, saved: InFlight) -> None:
-        from host_bridge.image.download import Downloader
 
         cfg = self.bridge.cfg
         thing = self.device.thing
@@ -287,10 +290,8 @@ class DeviceWorker(threading.Thread):
 
         def refresh_url() -> str:
             fresh = self.bridge.jobs.describe(thing, job_id)
-            from host_bridge.jobs.documents import parse_document as reparse
-
             doc = fresh.get("jobDocument") if fresh else None
-            again = reparse(
+            again = parse_document(
                 doc,
                 raw_length=received_chars(fresh),
                 allow_http=cfg.allow_http,
@@ -558,15 +559,12 @@ class Bridge:
     def layout_for(self, device: DeviceConfig) -> Any:
         if not device.board:
             return None
-        from bootloader.formats.layout import load_board
 
         return load_board(device.board)
 
     def client_for(self, device: DeviceConfig) -> Any:
         if self._client_factory is not None:
             return self._client_factory(device)
-        from host_bridge.smp.client import SmpClient
-        from host_bridge.smp.link import SerialLink
 
         return SmpClient(SerialLink(device.port, device.baud, device.framing))
 

@@ -43,7 +43,7 @@ from host_bridge.smp.client import SmpClient
 from host_bridge.smp.upload import UploadResult, upload
 
 # progress(phase, done, total): phases are uploading, testing, confirming
-Progress = Callable[[str, int, int], None]
+PhaseProgress = Callable[[str, int, int], None]
 
 MAX_ACTIONS: Final = 1_000_000  # a bound on the loop; the machine's deadlines end it long before
 
@@ -91,7 +91,7 @@ class DeviceUpdater:
         self,
         client: SmpClient,
         options: UpdateOptions | None = None,
-        progress: Progress | None = None,
+        progress: PhaseProgress | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -178,7 +178,7 @@ def update(
     client: SmpClient,
     image: PreparedImage,
     options: UpdateOptions | None = None,
-    progress: Progress | None = None,
+    progress: PhaseProgress | None = None,
 ) -> Outcome:
     """Run the whole flow for one image on one device."""
     return DeviceUpdater(client, options, progress).update(image)

@@ -36,14 +36,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fota_common.errors import BridgeError, ConfigError
-from host_bridge.cli import OneLineParser, int_at_least, int_between, internal_error, seconds
+from fota_common.cli import (
+    EXIT_OK,
+    OneLineParser,
+    int_at_least,
+    int_between,
+    run,
+    seconds,
+)
+from fota_common.errors import ConfigError
 from host_bridge.config import check_tls_files
 from localjobs import model as m
 from localjobs.model import Job
 from localjobs.store import JobStore
 
-EXIT_OK, EXIT_ERROR = 0, 2
 DB_NAME = "jobs.sqlite3"
 FILES_DIR = "files"
 PORT_FILE = "fileserver.json"
@@ -105,12 +111,12 @@ def _counts(job: Job) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from localjobs.api import Throttle
     from localjobs.fileserver import FileServer
-    from localjobs.service import JobsService, TlsConfig
+    from localjobs.service import JobsService, ServiceTls
 
     host, port = parse_hostport(args.broker)
     if (args.cert is None) != (args.key is None) or (args.cert and not args.ca):
         raise ConfigError("broker TLS needs --ca, and --cert with --key for a client certificate")
-    tls = TlsConfig(args.ca, args.cert, args.key) if args.ca else None
+    tls = ServiceTls(args.ca, args.cert, args.key) if args.ca else None
     check_tls_files(args.ca, args.cert, args.key, ("--ca", "--cert", "--key"))
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -378,17 +384,7 @@ def main_jobs(argv: Sequence[str] | None = None) -> int:
     )
     _add_commands(p.add_subparsers(dest="jobs_cmd", required=True, metavar="COMMAND"))
     args = p.parse_args(argv)
-    try:
-        code: int = args.fn(args)
-        return code
-    except BridgeError as exc:
-        print(f"fota-bridge jobs: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("fota-bridge jobs: interrupted", file=sys.stderr)
-        return EXIT_ERROR
-    except Exception as exc:
-        return internal_error("fota-bridge jobs", exc)
+    return run("fota-bridge jobs", lambda: int(args.fn(args)))
 
 
 if __name__ == "__main__":

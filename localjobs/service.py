@@ -53,8 +53,9 @@ _NOTHING: _Fingerprint = ((), None)
 
 
 @dataclass(frozen=True)
-class TlsConfig:
-    """Broker TLS: the CA that signed the broker, and our client certificate for mutual TLS."""
+class ServiceTls:
+    """The jobs service's own broker TLS: the CA that signed the broker, and the service's
+    client certificate for mutual TLS (the gateway's is host_bridge.jobs.broker.TlsConfig)."""
 
     ca: str
     cert: str | None = None
@@ -69,7 +70,7 @@ class JobsService:
         store: JobStore,
         broker_host: str,
         broker_port: int,
-        tls: TlsConfig | None = None,
+        tls: ServiceTls | None = None,
         clock: Callable[[], float] = time.time,
         *,
         presign: Callable[[str], str] | None = None,

@@ -18,7 +18,7 @@ from bootloader.formats.image import ImageError, load_public_key, parse_image, v
 from bootloader.formats.layout import Layout, load_board
 from bootloader.sim.flash import Flash
 from bootloader.sim.testimages import payload
-from host_bridge.image.sign import SigningParams, generate_key, sign_payload
+from host_bridge.image.sign import SigningParams, generate_key, load_signing_key, sign_payload
 from mcu import mcuboot as mb
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -120,8 +120,6 @@ def make_images(
         generate_key(key, "ecdsa-p256")
     pub = work / "signing-key.pub.pem"
     if not pub.exists():
-        from host_bridge.image.sign import load_signing_key
-
         pub.write_bytes(load_signing_key(key).get_public_pem())
     params = SigningParams.from_layout(layout)
     overhead = layout.header_size + 256  # header, TLV area and signature

@@ -36,7 +36,7 @@ from vmcu_fixture import REPO_ROOT
 
 from localjobs.fileserver import FileServer
 from localjobs.model import Execution
-from localjobs.service import JobsService, TlsConfig
+from localjobs.service import JobsService, ServiceTls
 from localjobs.store import JobStore
 
 TERMINAL: Final = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
@@ -69,7 +69,7 @@ class LocalJobs:
         directory: Path,
         broker: Mosquitto,
         *,
-        tls: TlsConfig | None = None,
+        tls: ServiceTls | None = None,
         poll_interval_s: float = 0.1,
     ) -> None:
         self.directory = directory

@@ -20,6 +20,7 @@ from bridge_kit import client_for, firmware, slot, tlv_hash
 from vmcu_fixture import REPO_ROOT, Vmcu
 
 from bootloader.sim.testimages import payload
+from fota_common.cli import EXIT_ERROR, EXIT_NO, EXIT_OK
 from host_bridge import cli
 
 CLI_TIMEOUT_S: Final = 60.0
@@ -76,12 +77,12 @@ def test_keys_new_writes_a_private_key_0600_once(
 ) -> None:
     key = tmp_path / "signing.pem"
     code, doc = main_json(capsys, "keys", "new", key, "--type", kind)
-    assert code == cli.EXIT_OK and doc == {"key": str(key), "type": kind}
+    assert code == EXIT_OK and doc == {"key": str(key), "type": kind}
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     first = key.read_bytes()
     assert first.startswith(b"-----BEGIN PRIVATE KEY-----")
 
-    assert cli.main(["keys", "new", str(key)]) == cli.EXIT_ERROR
+    assert cli.main(["keys", "new", str(key)]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert "already exists" in err and len(err.splitlines()) == 1
     assert key.read_bytes() == first
@@ -89,21 +90,21 @@ def test_keys_new_writes_a_private_key_0600_once(
 
 def test_keys_new_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
     proc = run_cli("keys", "new", tmp_path / "no" / "such" / "dir" / "k.pem")
-    assert_one_line_error(proc, cli.EXIT_ERROR, "cannot write")
+    assert_one_line_error(proc, EXIT_ERROR, "cannot write")
 
 
 def test_sign_output_verifies_with_imgtool(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key = tmp_path / "signing.pem"
-    assert cli.main(["keys", "new", str(key)]) == cli.EXIT_OK
+    assert cli.main(["keys", "new", str(key)]) == EXIT_OK
     capsys.readouterr()
     raw, out = tmp_path / "app.bin", tmp_path / "app.img"
     raw.write_bytes(payload(2000, "cli-sign"))
     code, doc = main_json(
         capsys, "sign", raw, out, "--key", key, "--version", "1.4.2+9", "--board", "tiny"
     )
-    assert code == cli.EXIT_OK and doc == {"output": str(out), "bytes": out.stat().st_size}
+    assert code == EXIT_OK and doc == {"output": str(out), "bytes": out.stat().st_size}
     proc = subprocess.run(
         [sys.executable, "-m", "imgtool.main", "verify", "-k", str(key), str(out)],
         capture_output=True,
@@ -124,13 +125,13 @@ def test_state_lists_the_slots(
 ) -> None:
     with Vmcu(tmp_path, load=v1) as vm:
         code, doc = main_json(capsys, "state", "--port", vm.link)
-        assert code == cli.EXIT_OK
+        assert code == EXIT_OK
         assert [(r["slot"], r["version"], r["active"], r["confirmed"]) for r in doc["images"]] == [
             (0, "1.0.0", True, True)
         ]
         assert doc["images"][0]["hash"] == tlv_hash(v1).hex()
 
-        assert cli.main(["state", "--port", str(vm.link)]) == cli.EXIT_OK
+        assert cli.main(["state", "--port", str(vm.link)]) == EXIT_OK
         table = capsys.readouterr().out.splitlines()
         assert table[0].split() == ["slot", "version", "flags", "hash"]
         assert table[1].split() == ["0", "1.0.0", "active", "confirmed", tlv_hash(v1).hex()]
@@ -147,7 +148,7 @@ def test_upload_test_reset_boots_the_new_image(
         code, doc = main_json(
             capsys, "upload", path, "--port", vm.link, "--test", "--reset", "--window", "2"
         )
-        assert code == cli.EXIT_OK
+        assert code == EXIT_OK
         assert doc["bytes"] == len(v2) and doc["resumed_from"] == 0
         assert (doc["version"], doc["hash"]) == ("2.0.0", tlv_hash(v2).hex())
         assert (doc["marked"], doc["reset"]) == ("test", True)
@@ -176,7 +177,7 @@ def test_update_confirmed_exits_0(
             "--boot-timeout",
             "10",
         )
-        assert code == cli.EXIT_OK, doc
+        assert code == EXIT_OK, doc
         assert (doc["status"], doc["version"], doc["hash"]) == (
             "confirmed",
             "2.0.0",
@@ -205,7 +206,7 @@ def test_update_that_reverts_exits_1(
             "--boot-timeout",
             "10",
         )
-        assert code == cli.EXIT_NO, doc
+        assert code == EXIT_NO, doc
         assert (doc["status"], doc["version"]) == ("reverted", "1.0.0")
         assert "did not confirm" in doc["reason"]
 
@@ -219,7 +220,7 @@ def test_raw_binary_signed_on_the_fly(
         code, doc = main_json(
             capsys, "upload", raw, "--port", vm.link, "--version", "3.1.4", "--board", "tiny"
         )
-        assert code == cli.EXIT_OK
+        assert code == EXIT_OK
         assert doc["version"] == "3.1.4" and doc["marked"] is None
         staged = slot(client_for(vm).image_state(), 1)
         assert staged is not None and staged.version == "3.1.4"
@@ -231,16 +232,16 @@ def test_raw_binary_signed_on_the_fly(
 
 def test_missing_image_file(tmp_path: Path) -> None:
     proc = run_cli("upload", tmp_path / "absent.img", "--port", tmp_path / "no-such-tty")
-    assert_one_line_error(proc, cli.EXIT_ERROR, "cannot read image", "absent.img")
+    assert_one_line_error(proc, EXIT_ERROR, "cannot read image", "absent.img")
 
 
 def test_bad_port(tmp_path: Path, v1: bytes) -> None:
     image = tmp_path / "v1.img"
     image.write_bytes(v1)
     proc = run_cli("upload", image, "--port", tmp_path / "no-such-tty")
-    assert_one_line_error(proc, cli.EXIT_ERROR, "cannot open", "no-such-tty")
+    assert_one_line_error(proc, EXIT_ERROR, "cannot open", "no-such-tty")
     proc = run_cli("state", "--port", tmp_path / "no-such-tty", "--json")
-    assert_one_line_error(proc, cli.EXIT_ERROR, "cannot open")
+    assert_one_line_error(proc, EXIT_ERROR, "cannot open")
     assert proc.stdout == ""
 
 
@@ -248,9 +249,9 @@ def test_raw_binary_without_version(tmp_path: Path) -> None:
     raw = tmp_path / "app.bin"
     raw.write_bytes(payload(600, "cli-noversion"))
     proc = run_cli("update", raw, "--port", tmp_path / "no-such-tty")
-    assert_one_line_error(proc, cli.EXIT_ERROR, "not an MCUboot image", "--version")
+    assert_one_line_error(proc, EXIT_ERROR, "not an MCUboot image", "--version")
 
 
 def test_bad_confirm_hash(tmp_path: Path) -> None:
     proc = run_cli("confirm", "not-hex", "--port", tmp_path / "no-such-tty")
-    assert_one_line_error(proc, cli.EXIT_ERROR, "not-hex")
+    assert_one_line_error(proc, EXIT_ERROR, "not-hex")

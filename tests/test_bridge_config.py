@@ -13,6 +13,7 @@ from typing import Final
 import pytest
 from vmcu_fixture import REPO_ROOT
 
+from fota_common.cli import EXIT_ERROR
 from host_bridge import cli
 from host_bridge.config import load_config
 from host_bridge.image.sign import generate_key
@@ -143,7 +144,7 @@ def test_bad_config_is_one_line_exit_2(
     config.write_text(snippet)
     code = cli.main(["run", "--config", str(config), "--check"])
     out, err = capsys.readouterr()
-    assert code == cli.EXIT_ERROR
+    assert code == EXIT_ERROR
     assert out == ""
     lines = err.splitlines()
     assert len(lines) == 1, err
@@ -156,14 +157,14 @@ def test_unreadable_trusted_key_fails_check(files: Path) -> None:
     config = files / "bridge.toml"
     config.write_text(GOOD + '\n[signing]\ntrusted_keys = ["junk.pem"]\n')
     proc = run_cli("run", "--config", config, "--check")
-    assert proc.returncode == cli.EXIT_ERROR, proc.stdout + proc.stderr
+    assert proc.returncode == EXIT_ERROR, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "junk.pem is not a usable public key" in proc.stderr
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
     proc = run_cli("run", "--config", tmp_path / "absent.toml", "--check")
-    assert proc.returncode == cli.EXIT_ERROR
+    assert proc.returncode == EXIT_ERROR
     assert proc.stderr.startswith("fota-bridge: error: cannot read config ")
     assert proc.stderr.count("\n") == 1
 

@@ -29,6 +29,7 @@ from bridge_kit import (
 from vmcu_fixture import Vmcu
 
 from bootloader.sim.testimages import keygen
+from fota_common.cli import EXIT_ERROR
 from fota_common.errors import DeviceError, ImageError, SmpTimeout
 from host_bridge import cli
 from host_bridge.device import DeviceUpdater, Outcome, UpdateOptions
@@ -216,7 +217,7 @@ def test_wrong_key_is_refused_before_upload(
         client = client_for(vm)
         before = client.image_state()
         code = cli.main(["upload", str(image), "--port", str(vm.link), "--trust", str(other)])
-        assert code == cli.EXIT_ERROR
+        assert code == EXIT_ERROR
         assert client.image_state() == before
         assert slot(before, 1) is None
         assert slot_bytes(vm, 1, 512) == b"\xff" * 512  # no first chunk erased or wrote it
@@ -239,7 +240,7 @@ def test_oversize_image_is_refused_with_both_sizes(
         before = client.image_state()
         # The limit comes from the device's slot info: no --board given.
         code = cli.main(["upload", str(image), "--port", str(vm.link), "--json"])
-        assert code == cli.EXIT_ERROR
+        assert code == EXIT_ERROR
         err = capsys.readouterr().err
         assert f"{len(big)} bytes" in err and f"{MAX_IMAGE} bytes" in err
         assert client.image_state() == before

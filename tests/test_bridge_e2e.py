@@ -29,7 +29,7 @@ from bootloader.formats.layout import load_board
 from bootloader.sim.testimages import payload, sign
 from host_bridge.smp.client import SmpClient
 from host_bridge.smp.link import SerialLink
-from localjobs.service import TlsConfig
+from localjobs.service import ServiceTls
 
 BOARD: Final = "nrf52840"
 SMALL: Final = 3000  # unthrottled tests: a few sectors
@@ -380,7 +380,7 @@ def test_mutual_tls(tmp_path: Path, images: dict[str, bytes]) -> None:
     ca = broker.pki.ca
     svc = broker.pki.client("jobs-service")
     gw = broker.pki.client("gateway-01")
-    jobs = LocalJobs(tmp_path / "jobs", broker, tls=TlsConfig(ca, svc.cert, svc.key)).start()
+    jobs = LocalJobs(tmp_path / "jobs", broker, tls=ServiceTls(ca, svc.cert, svc.key)).start()
     spy = UpdateSpy(broker)
     s = Stack(tmp_path, broker, jobs, spy)
     try:

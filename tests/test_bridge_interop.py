@@ -26,6 +26,7 @@ from smp import packet as smppacket
 from smpclient.transport.serial import SMPSerialRawTransport, SMPSerialTransport
 from vmcu_fixture import Vmcu
 
+from fota_common.cli import EXIT_OK
 from host_bridge import cli
 from host_bridge.smp.link import SerialLink
 from host_bridge.smp.upload import chunk_sizes, upload, upload_packet
@@ -289,7 +290,7 @@ def test_state_json_agrees_with_smpmgr(tmp_path: Path, capsys: pytest.CaptureFix
         client.state_write(tlv_hash(v2), confirm=False)  # slot 1: pending
         client.link.close()
 
-        assert cli.main(["state", "--port", str(vm.link), "--json"]) == cli.EXIT_OK
+        assert cli.main(["state", "--port", str(vm.link), "--json"]) == EXIT_OK
         ours = json.loads(capsys.readouterr().out)["images"]
         theirs = smpmgr_state(vm.link)
 

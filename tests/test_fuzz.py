@@ -101,10 +101,10 @@ from host_bridge.jobs.documents import (
     OtherJob,
     parse_document,
     parse_document_text,
-    url_problem,
 )
 from host_bridge.smp.client import SlotState, SmpClient, check_reply
 from host_bridge.smp.upload import _next_reply, _State
+from host_bridge.urls import url_problem
 from localjobs import model as jobs_model
 from localjobs.api import JobsApi, parse_topic
 from localjobs.store import JobStore

@@ -17,14 +17,11 @@ from host_bridge.jobs.documents import (
     DocumentError,
     FirmwareJob,
     OtherJob,
-    host_allowed,
-    is_presigned,
     parse_document,
     parse_document_text,
-    presigned_expiry,
-    url_problem,
 )
 from host_bridge.redact import redact_text, redact_url
+from host_bridge.urls import host_allowed, is_presigned, presigned_expiry, url_problem
 
 URL = "https://fw-bucket.s3.eu-west-1.amazonaws.com/app/v1.2.3.bin"
 H64 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"

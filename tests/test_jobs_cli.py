@@ -21,6 +21,7 @@ from vmcu_fixture import REPO_ROOT, Vmcu
 
 from bootloader.formats.layout import load_board
 from bootloader.sim.testimages import payload, sign
+from fota_common.cli import EXIT_ERROR, EXIT_OK
 from host_bridge import cli
 
 BOARD: Final = "nrf52840"
@@ -48,12 +49,12 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def main_json(capsys: pytest.CaptureFixture[str], *args: str | Path) -> Any:
     code = cli.main([*map(str, args), "--json"])
     out, err = capsys.readouterr()
-    assert code == cli.EXIT_OK, err
+    assert code == EXIT_OK, err
     return json.loads(out)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert proc.returncode == cli.EXIT_ERROR, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.returncode == EXIT_ERROR, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("fota-bridge: error: "), proc.stderr
     for word in words:
@@ -94,7 +95,7 @@ def test_store_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     canceled = main_json(capsys, "jobs", "cancel", "j1", "--state-dir", state)
     assert canceled["status"] == "CANCELED"
 
-    assert cli.main(["jobs", "list", "--state-dir", str(state)]) == cli.EXIT_OK
+    assert cli.main(["jobs", "list", "--state-dir", str(state)]) == EXIT_OK
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:2] == ["JOB", "ID"] and table[1].split()[:2] == ["j1", "CANCELED"]
 

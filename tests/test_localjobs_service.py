@@ -23,7 +23,7 @@ from jobs_device import JobsDevice, tls_refused
 from localjobs import LocalJobsError
 from localjobs import model as m
 from localjobs.api import JobsApi, Route, Throttle, parse_topic
-from localjobs.service import JobsService, TlsConfig
+from localjobs.service import JobsService, ServiceTls
 from localjobs.store import JobStore
 
 T0 = 1_700_000_000.0
@@ -472,7 +472,7 @@ def test_tls_listener_requires_a_client_certificate(tmp_path: Path) -> None:
                 store,
                 "127.0.0.1",
                 mq.tls_port,
-                TlsConfig(mq.pki.ca, svc_cert.cert, svc_cert.key),
+                ServiceTls(mq.pki.ca, svc_cert.cert, svc_cert.key),
                 clock,
             )
             service.start()
@@ -489,7 +489,7 @@ def test_tls_listener_requires_a_client_certificate(tmp_path: Path) -> None:
                     kind, reply = dev.request("start-next", {"clientToken": "tls"})
                     assert (kind, reply["execution"]["jobId"]) == ("accepted", "j1")
                 assert tls_refused("127.0.0.1", mq.tls_port, mq.pki.ca)
-                no_cert = JobsService(store, "127.0.0.1", mq.tls_port, TlsConfig(mq.pki.ca), clock)
+                no_cert = JobsService(store, "127.0.0.1", mq.tls_port, ServiceTls(mq.pki.ca), clock)
                 with pytest.raises(LocalJobsError):
                     no_cert.start(timeout_s=5.0)
             finally:

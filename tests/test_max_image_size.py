@@ -39,6 +39,7 @@ from bootloader.formats.layout import validate as validate_layout
 from bootloader.sim.flash import Flash
 from bootloader.sim.model.boot import boot
 from bootloader.sim.testimages import payload, sign
+from fota_common.cli import EXIT_ERROR, EXIT_OK
 from mcu import fota
 from mcu import mcuboot as mb
 from mcu import smp_frame as sf
@@ -359,11 +360,11 @@ def test_bridge_sign_and_upload_take_the_largest_image_and_refuse_one_byte_more(
     out = tmp_path / "app.img"
     raw.write_bytes(payload(case.limit - lay.header_size - HASH_TLVS, "bridge"))
     sign_args = ["sign", str(raw), str(out), "--version", "2.0.0", "--board", str(case.toml)]
-    assert cli.main(sign_args) == cli.EXIT_OK
+    assert cli.main(sign_args) == EXIT_OK
     assert out.stat().st_size == case.limit
     raw.write_bytes(payload(case.limit + 1 - lay.header_size - HASH_TLVS, "bridge"))
     capsys.readouterr()
-    assert cli.main(sign_args) == cli.EXIT_ERROR
+    assert cli.main(sign_args) == EXIT_ERROR
     assert one_line_error(capsys) == (
         f"signed image is {case.limit + 1} bytes but the slot holds at most {case.limit}"
     )
@@ -383,7 +384,7 @@ def test_bridge_sign_and_upload_take_the_largest_image_and_refuse_one_byte_more(
     code = cli.main(
         ["upload", "--port", "socket://127.0.0.1:9", "--board", str(case.toml), str(over)]
     )
-    assert code == cli.EXIT_ERROR
+    assert code == EXIT_ERROR
     assert one_line_error(capsys) == (
         f"{over}: image is {case.limit + 1} bytes but the slot holds at most {case.limit} bytes"
     )

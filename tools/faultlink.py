@@ -29,7 +29,8 @@ import tty
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NoReturn
+
+from fota_common.cli import EXIT_ERROR, EXIT_OK, OneLineParser, run
 
 
 @dataclass
@@ -278,13 +279,6 @@ class FaultLink:
                 os.close(fd)
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line and exit 2, like every other error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def _number(high: float | None) -> Callable[[str], float]:
     """An argparse type: a finite number from 0 to ``high`` (None: no upper bound)."""
 
@@ -303,7 +297,7 @@ def _number(high: float | None) -> Callable[[str], float]:
 
 def main(argv: list[str] | None = None) -> int:
     rate, amount = _number(1.0), _number(None)
-    ap = _Parser(prog="faultlink", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="faultlink", description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", required=True, help="the device's serial port (a pty path)")
     ap.add_argument("--link", required=True, help="symlink for the host's side")
     ap.add_argument("--corrupt", type=rate, default=0.0, help="byte corruption rate (0..1)")
@@ -322,13 +316,16 @@ def main(argv: list[str] | None = None) -> int:
         args.disconnect_every,
         args.blackout_ms,
     )
-    try:
-        fl = FaultLink(args.upstream, args.link, faults, args.seed)
-    except (FaultLinkError, OSError) as exc:
-        print(f"faultlink: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        return _internal_error(exc)
+    made: list[FaultLink] = []
+
+    def start() -> int:
+        made.append(FaultLink(args.upstream, args.link, faults, args.seed))
+        return EXIT_OK
+
+    code = run("faultlink", start, also=(FaultLinkError, OSError))
+    if not made:
+        return code or EXIT_ERROR
+    fl = made[0]
 
     def on_term(signum: int, frame: object) -> None:
         fl.stop = True
@@ -336,19 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     print("faultlink: ready", file=sys.stderr, flush=True)
-    try:
+
+    def serve() -> int:
         fl.run()
-    except Exception as exc:
-        return _internal_error(exc)
-    print(json.dumps(asdict(fl.counters)), flush=True)
-    return 0
+        print(json.dumps(asdict(fl.counters)), flush=True)
+        return EXIT_OK
 
-
-def _internal_error(exc: Exception) -> int:
-    print(
-        f"faultlink: internal error: {type(exc).__name__}: {exc} (please report)", file=sys.stderr
-    )
-    return 2
+    return run("faultlink", serve)
 
 
 if __name__ == "__main__":

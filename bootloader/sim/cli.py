@@ -9,66 +9,42 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from bootloader.formats.layout import Layout, LayoutError, board_names, load_board
-from bootloader.sim.flash import Flash, FlashError, PowerCut
+from bootloader.formats.image import (
+    ImageError,
+    describe,
+    load_public_key,
+    parse_image,
+    verify_image,
+)
+from bootloader.formats.layout import Layout, board_names, load_board
+from bootloader.sim.flash import Flash, PowerCut
 from bootloader.sim.model.boot import boot
+from fota_common.cli import EXIT_NO, EXIT_OK, OneLineParser, int_at_least, run
+from fota_common.errors import ConfigError
 from mcu import mcuboot as mb
 
-EXIT_OK, EXIT_REJECTED, EXIT_ERROR, EXIT_POWER_CUT = 0, 1, 2, 3
-
-
-class CliError(Exception):
-    """A one-line, actionable error for the person at the terminal."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line and exit 2, like every other error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def int_at_least(low: int, base: int = 10) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``low`` (``base`` 0: 0x.. and 0o.. too)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text, base)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer of at least {low}, not {text!r}")
-        return value
-
-    return parse
-
-
-def internal_error(prog: str, exc: BaseException) -> int:
-    """The safety net under every command: one line for a bug, never a traceback."""
-    print(f"{prog}: internal error: {type(exc).__name__}: {exc} (please report)", file=sys.stderr)
-    return EXIT_ERROR
+EXIT_REJECTED, EXIT_POWER_CUT = EXIT_NO, 3
 
 
 def read_file(path: str, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise CliError(f"cannot read {what} {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
 def load_keys(paths: Sequence[str]) -> list[Any]:
-    from bootloader.formats.image import load_public_key
 
     keys = []
     for p in paths:
         try:
             keys.append(load_public_key(read_file(p, "key")))
         except ValueError as exc:
-            raise CliError(f"{p} is not a usable key: {exc}") from exc
+            raise ConfigError(f"{p} is not a usable key: {exc}") from exc
     return keys
 
 
@@ -76,13 +52,13 @@ def _slot(layout: Layout, text: str) -> str:
     names = {"0": "slot0", "primary": "slot0", "slot0": "slot0"}
     names |= {"1": "slot1", "secondary": "slot1", "slot1": "slot1"}
     if text not in names:
-        raise CliError(f"unknown slot '{text}': use 0 (primary) or 1 (secondary)")
+        raise ConfigError(f"unknown slot '{text}': use 0 (primary) or 1 (secondary)")
     return names[text]
 
 
 def _open_flash(args: argparse.Namespace) -> tuple[Layout, Flash]:
     if not args.board or not args.flash:
-        raise CliError("this command needs --board BOARD and --flash FILE")
+        raise ConfigError("this command needs --board BOARD and --flash FILE")
     layout = load_board(args.board)
     return layout, Flash.for_layout(layout, args.flash)
 
@@ -116,7 +92,6 @@ def cmd_boards(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from bootloader.formats.image import ImageError, describe, parse_image, verify_image
 
     data = read_file(args.image, "image")
     keys = load_keys(args.key or [])
@@ -155,7 +130,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     data = read_file(args.image, "image")
     limit = part.size - layout.trailer_sectors() * layout.sector_size
     if len(data) > limit:
-        raise CliError(f"image is {len(data)} bytes but {part.name} holds at most {limit}")
+        raise ConfigError(f"image is {len(data)} bytes but {part.name} holds at most {limit}")
     with flash:
         area = flash.area(part)
         area.erase(0, part.size)
@@ -174,7 +149,7 @@ def cmd_pending(args: argparse.Namespace) -> int:
         try:
             mb.set_pending(flash.area(layout.slot1), args.permanent, 0, layout.max_align)
         except mb.McubootError as exc:
-            raise CliError(str(exc)) from exc
+            raise ConfigError(str(exc)) from exc
     print("secondary slot marked " + ("permanent" if args.permanent else "for a test boot"))
     return EXIT_OK
 
@@ -185,7 +160,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         try:
             mb.set_confirmed(flash.area(layout.slot0), layout.max_align)
         except mb.McubootError as exc:
-            raise CliError(str(exc)) from exc
+            raise ConfigError(str(exc)) from exc
     print("primary slot confirmed")
     return EXIT_OK
 
@@ -261,7 +236,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     try:
         Path(args.out).write_bytes(data)
     except OSError as exc:
-        raise CliError(f"cannot write {args.out}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot write {args.out}: {exc.strerror}") from exc
     print(f"wrote {len(data)} bytes of {part.name} to {args.out}")
     return EXIT_OK
 
@@ -313,17 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        code: int = args.fn(args)
-        return code
-    except (CliError, LayoutError, FlashError, mb.McubootError) as exc:
-        print(f"fota-boot: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("fota-boot: interrupted", file=sys.stderr)
-        return EXIT_ERROR
-    except Exception as exc:
-        return internal_error("fota-boot", exc)
+    return run("fota-boot", lambda: int(args.fn(args)), also=(mb.McubootError,))
 
 
 if __name__ == "__main__":

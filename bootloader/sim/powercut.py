@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from bootloader.formats.layout import Layout, load_board
 from bootloader.sim.flash import Flash, PowerCut
 from bootloader.sim.model.boot import BootResult, boot
+from bootloader.sim.testimages import make_pair
 from mcu import mcuboot as mb
 
 Action = Callable[[Flash, Layout], None]
@@ -204,7 +205,6 @@ def run_campaign(sc: Scenario) -> CampaignResult:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run MCUboot power-cut campaigns on the model.")
     ap.parse_args(argv)
-    from bootloader.sim.testimages import make_pair
 
     v1, v2 = make_pair(load_board("tiny"))
     print("| scenario | board | flash ops (clean) | cut points | failures |")

@@ -24,11 +24,13 @@ import tty
 from pathlib import Path
 from typing import Any
 
-from bootloader.formats.layout import Layout, LayoutError, load_board
-from bootloader.sim.cli import CliError, OneLineParser, int_at_least, internal_error, load_keys
+from bootloader.formats.layout import Layout, load_board
+from bootloader.sim.cli import load_keys
 from bootloader.sim.cli import read_file as _read_file
-from bootloader.sim.flash import Flash, FlashError
+from bootloader.sim.flash import Flash
 from bootloader.sim.model.boot import BootedImage, boot
+from fota_common.cli import EXIT_ERROR, OneLineParser, int_at_least, internal_error, run
+from fota_common.errors import ConfigError
 from mcu import bootutil
 from mcu.receiver import Receiver, make_server
 
@@ -266,7 +268,7 @@ def _start(args: argparse.Namespace) -> VirtualMcu:
         lay = vm.layout
         limit = lay.slot0.size - lay.trailer_sectors() * lay.sector_size
         if len(image) > limit:
-            raise CliError(
+            raise ConfigError(
                 f"image {args.load} is {len(image)} bytes but {lay.slot0.name} of board "
                 f"{lay.name} holds at most {limit}"
             )
@@ -282,13 +284,17 @@ def _start(args: argparse.Namespace) -> VirtualMcu:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        vm = _start(args)
-    except (CliError, LayoutError, FlashError, OSError, ValueError) as exc:
-        print(f"fota-vmcu: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        return internal_error("fota-vmcu", exc)
+    started: list[VirtualMcu] = []
+
+    def start() -> int:
+        started.append(_start(args))
+        return 0
+
+    # A link or flash file that cannot be made is an OSError; a bad image a ValueError.
+    code = run("fota-vmcu", start, also=(OSError, ValueError))
+    if not started:
+        return code or EXIT_ERROR
+    vm = started[0]
 
     def on_term(signum: int, frame: object) -> None:
         vm.stop = True

@@ -26,8 +26,9 @@ from urllib.parse import urljoin, urlsplit
 
 from fota_common.errors import DownloadError
 from host_bridge.image.http import HttpClientOpener, Opener, Response, tls_context
-from host_bridge.jobs.documents import FirmwareJob, presigned_expiry, url_problem
+from host_bridge.jobs.documents import FirmwareJob
 from host_bridge.redact import redact_text, redact_url
+from host_bridge.urls import presigned_expiry, url_problem
 
 __all__ = [
     "CHUNK_SIZE",
@@ -60,7 +61,7 @@ class DownloadResult:
     refreshes: int = 0  # presigned URLs replaced after they expired
 
 
-ProgressFn = Callable[[int, int | None], None]
+DownloadProgress = Callable[[int, int | None], None]
 
 
 class Downloader:
@@ -108,7 +109,7 @@ class Downloader:
         target: str | Path,
         *,
         refresh_url: Callable[[], str] | None = None,
-        progress: ProgressFn | None = None,
+        progress: DownloadProgress | None = None,
         max_size: int | None = None,
     ) -> DownloadResult:
         """Download ``job.url`` to ``target`` (mode 0600), checked against the job's size/hashes.
@@ -178,7 +179,11 @@ class Downloader:
         return self.cache_dir / f"{sha256.hex()}.bin"
 
     def _from_cache(
-        self, job: FirmwareJob, target: Path, progress: ProgressFn | None, max_size: int | None
+        self,
+        job: FirmwareJob,
+        target: Path,
+        progress: DownloadProgress | None,
+        max_size: int | None,
     ) -> DownloadResult | None:
         assert job.sha256 is not None
         cached = self._cache_path(job.sha256)
@@ -226,7 +231,7 @@ class _Transfer:
         job: FirmwareJob,
         out: BinaryIO,
         refresh_url: Callable[[], str] | None,
-        progress: ProgressFn | None,
+        progress: DownloadProgress | None,
         max_size: int | None,
     ) -> None:
         self.dl = dl

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from imgtool import image as imgimage
+from imgtool import keys
+from imgtool.version import decode_version
 
 from bootloader.formats.layout import Layout
 from fota_common.errors import ConfigError, ImageError
@@ -42,7 +45,6 @@ class SigningParams:
 
 def generate_key(path: str | Path, kind: str = "ecdsa-p256") -> Path:
     """Write a new private signing key (PEM, mode 0600) that imgtool and MCUboot accept."""
-    from imgtool import keys
 
     makers: dict[str, Any] = {
         "ecdsa-p256": keys.ECDSA256P1.generate,
@@ -73,7 +75,6 @@ def generate_key(path: str | Path, kind: str = "ecdsa-p256") -> Path:
 
 
 def load_signing_key(path: str | Path) -> Any:
-    from imgtool import keys
 
     try:
         key = keys.load(str(path))
@@ -92,8 +93,6 @@ def sign_payload(
     payload: bytes, key_path: str | Path | None, version: str, params: SigningParams
 ) -> bytes:
     """An MCUboot image of ``payload``, signed (or hash-only when ``key_path`` is None)."""
-    from imgtool import image as imgimage
-    from imgtool.version import decode_version
 
     key = load_signing_key(key_path) if key_path is not None else None
     try:

@@ -17,11 +17,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from fota_common.errors import BridgeError, ConfigError
 from fota_common.errors import JobsError as JobsError  # re-exported
+from host_bridge.jobs.broker import BrokerConfig as BrokerConfig  # re-exported
 from host_bridge.jobs.received import annotate_execution
 
 log = logging.getLogger("fota.jobs")
@@ -29,22 +32,6 @@ log = logging.getLogger("fota.jobs")
 CATCH_UP_TIMEOUT_S = 3.0
 RETRYABLE = ("RequestThrottled", "ResourceNotFound", "InternalError")
 PREFIX = "$aws/things/"
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    ca: str
-    cert: str | None = None
-    key: str | None = None
-
-
-@dataclass(frozen=True)
-class BrokerConfig:
-    host: str
-    port: int = 8883
-    client_id: str = "fota-bridge"
-    tls: TlsConfig | None = None
-    keepalive_s: int = 60
 
 
 NextJobCallback = Callable[[str, dict[str, Any] | None], None]
@@ -95,8 +82,6 @@ class JobsClient:
 
     # -- connection ------------------------------------------------------------------
     def _make_client(self, client_id: str) -> Any:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
 
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         tls = self.broker.tls

@@ -34,7 +34,7 @@ DEFAULT_BUF_SIZE = 384  # Zephyr's default netbuf; used when the device has no p
 FIRST_REPLY_TIMEOUT_S = 30.0  # the first chunk erases the slot: slow on real flash
 CONSOLE_FRAME_OVERHEAD = 4  # a console frame's length and CRC share the device's netbuf
 
-Progress = Callable[[int, int], None]
+UploadProgress = Callable[[int, int], None]  # (bytes done, total)
 
 
 class ImageFile:
@@ -129,7 +129,7 @@ def upload(
     *,
     window: int | None = None,
     buf_size: int | None = None,
-    progress: Progress | None = None,
+    progress: UploadProgress | None = None,
     upgrade: bool = False,
     max_retries: int = 8,
     timeout_s: float | None = None,
@@ -238,7 +238,7 @@ def _run(
     st: _State,
     upgrade: bool,
     max_retries: int,
-    progress: Progress | None,
+    progress: UploadProgress | None,
 ) -> bool | None:
     size = st.size
     first_fields: dict[str, object] = {

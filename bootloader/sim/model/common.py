@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from bootloader.formats.image import ImageError, verify_image
 from bootloader.formats.layout import TMPBUF_SZ, Layout, align_down
 from bootloader.sim.flash import FlashArea
 from mcu import mcuboot as mb
@@ -111,7 +112,6 @@ def make_validator(keys: Sequence[Any] = ()) -> Validator:
     """Hash (and, with keys, signature) validation as ``bootutil_img_validate`` does."""
 
     def validate(data: bytes) -> tuple[bool, str]:
-        from bootloader.formats.image import ImageError, verify_image
 
         try:
             result = verify_image(data, keys)
