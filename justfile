@@ -28,7 +28,7 @@ test *ARGS: setup
 # ruff and mypy (strict for host code).
 lint: setup
     "{{venv}}/bin/ruff" check .
-    "{{venv}}/bin/ruff" format --check fota_common host_bridge bootloader localjobs mcu tests bench tools reliability
+    "{{venv}}/bin/ruff" format --check fota_common host_bridge bootloader localjobs mcu harness tests bench tools reliability
     "{{venv}}/bin/mypy"
 
 # Regenerate the Zephyr devicetree overlays from the board layouts.

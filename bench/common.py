@@ -6,8 +6,6 @@ import contextlib
 import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -16,6 +14,8 @@ from pathlib import Path
 
 from bootloader.formats.layout import Layout
 from bootloader.sim.testimages import payload, sign
+from harness.vmcu import Vmcu as HarnessVmcu
+from harness.vmcu import VmcuError
 from host_bridge.smp.client import SmpClient
 from host_bridge.smp.link import SerialLink
 
@@ -24,7 +24,6 @@ KIB = 1024
 MIB = 1024 * KIB
 IMAGE_SIZE = 256 * KIB
 VMCU_READY_S = 20.0
-VMCU_EXIT_S = 5.0
 
 
 def repo_env() -> dict[str, str]:
@@ -117,73 +116,33 @@ def image_of_size(total: int, version: str, layout: Layout, seed: str) -> bytes:
 # -- the virtual MCU ----------------------------------------------------------------------
 
 
-class Vmcu:
-    """A ``fota-vmcu`` process: started with bounded waits, always stopped with SIGTERM."""
+class Vmcu(HarnessVmcu):
+    """``fota-vmcu`` for the benchmarks: the harness's, with what a report shows of it."""
 
     def __init__(self, tmp: Path, name: str, board: str, args: Sequence[str], load: Path) -> None:
-        self.flash = tmp / f"{name}.flash"
-        self.link = tmp / f"{name}.tty"
-        self.logfile = tmp / f"{name}.log"
-        self.cmd = [sys.executable, "-m", "bootloader.sim.vmcu", "--board", board]
-        self.cmd += ["--flash", str(self.flash), "--link", str(self.link), *args]
-        self.cmd += ["--load", str(load)]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.logfile, "wb") as errf:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                cwd=REPO,
-                env=repo_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=errf,
-            )
-        deadline = time.monotonic() + VMCU_READY_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fota-vmcu exited with {self.proc.returncode}\n{self.log()}")
-            if "boot 1:" in self.log() and self.link.is_symlink():
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"fota-vmcu not ready within {VMCU_READY_S:g} s\n{self.log()}")
+        super().__init__(tmp, board, load=load, args=args, name=name)
 
     @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def cmd(self) -> list[str]:
+        return self.command()
+
+    def start(self, timeout_s: float = VMCU_READY_S) -> None:
+        super().start(timeout_s)
 
     def exit_status(self) -> str:
-        if self.proc is None or self.proc.returncode is None:
+        rc = self.returncode
+        if rc is None:
             return "running"
-        rc = self.proc.returncode
         return f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
 
     def log(self) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
+        return "\n".join(self.lines)
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        self.proc = None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(VMCU_EXIT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(VMCU_EXIT_S)
-
-    def __enter__(self) -> Vmcu:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        """SIGTERM (SIGKILL after a bounded wait); a device that died by itself is reported
+        by the benchmark that saw it, not here."""
+        with contextlib.suppress(VmcuError):
+            self.close()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

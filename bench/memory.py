@@ -44,7 +44,8 @@ def hwm_kib():
 
 from host_bridge.smp.client import SmpClient
 from host_bridge.smp.link import SerialLink
-from host_bridge.smp.upload import ImageFile, upload
+from host_bridge.smp.image_file import ImageFile
+from host_bridge.smp.upload import upload
 
 link, framing, image_path = sys.argv[1], sys.argv[2], sys.argv[3]
 client = SmpClient(SerialLink(link, 115200, framing), timeout_s=5.0)

@@ -25,7 +25,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Final
 
 from bootloader.formats.layout import BOARDS_DIR, Layout, LayoutError, board_names, load_board
+from fota_common.cli import OneLineParser, run
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 OVERLAY_DIR: Final = Path(__file__).resolve().parent / "zephyr" / "boards"
@@ -238,7 +238,12 @@ def _show(path: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """Run under the one CLI runner: every error is one line and exit 2."""
+    return run("overlay", lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineParser(
         prog="python -m bootloader.overlay",
         description="Generate the Zephyr devicetree overlays from bootloader/boards/*.toml.",
     )

@@ -32,8 +32,9 @@ from fota_common.cli import (
     seconds,
 )
 from fota_common.errors import ConfigError, DeviceError, ImageError
+from fota_common.tls import check_tls_files
 from host_bridge import logs
-from host_bridge.config import check_tls_files, load_config
+from host_bridge.config import load_config
 from host_bridge.daemon import Bridge
 from host_bridge.device import DeviceUpdater, UpdateOptions
 from host_bridge.image.prepare import (

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fota_common.errors import BridgeError, DeviceError, LinkError
-from host_bridge.flow import (
+from host_bridge.flow import UpdateFlow
+from host_bridge.flow_events import (
     POLICIES,
     Action,
     Confirm,
@@ -31,7 +32,6 @@ from host_bridge.flow import (
     Refused,
     Replied,
     Reset,
-    UpdateFlow,
     UpdateOptions,
     Upload,
     Uploaded,

@@ -1,6 +1,7 @@
 """The local AWS IoT Jobs service: the device-side Jobs MQTT API on a mosquitto broker.
 
-    store.py       SQLite job store; the Jobs state machine with AWS's error codes
+    store.py       the Jobs state machine with AWS's error codes, over the database
+    database.py    SQLite: the schema, the connection, the queries
     model.py       statuses, the transition table, limits and payloads (pure)
     api.py         one MQTT request in, one reply out (topic parsing, request checks)
     service.py     the MQTT front end: replies, notify / notify-next, step-timeout sweeps

@@ -45,7 +45,7 @@ from fota_common.cli import (
     seconds,
 )
 from fota_common.errors import ConfigError
-from host_bridge.config import check_tls_files
+from fota_common.tls import check_tls_files
 from localjobs import model as m
 from localjobs.model import Job
 from localjobs.store import JobStore

@@ -269,7 +269,7 @@ def parse(document, allow_http=False):
     """A firmware spec dict (source, url, size, md5, sha256, version tuple, image, signed),
     or None for a job that is not a firmware update.  Raises DocumentError."""
     if isinstance(document, (str, bytes)):
-        import json
+        import json  # only for documents given as text: spares the RAM otherwise
 
         if len(document) > MAX_DOCUMENT_CHARS:
             raise DocumentError("job document is longer than %d characters" % MAX_DOCUMENT_CHARS)

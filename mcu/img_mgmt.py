@@ -6,7 +6,7 @@
 import hashlib
 
 from mcu import mcuboot as mb
-from mcu import smp_frame as sf
+from mcu import smp_header as sh
 from mcu.smp_server import GroupError, SmpError, field
 
 try:
@@ -46,11 +46,11 @@ NEXT_REVERT = 2
 def translate(rc: int) -> int:
     """Legacy SMPv1 rc for an image group error (img_mgmt_translate_error_code)."""
     if rc in (ERR_NO_IMAGE, 4):
-        return sf.RC_ENOENT
+        return sh.RC_ENOENT
     if rc in (ERR_NO_FREE_SLOT, ERR_CURRENT_VERSION_IS_NEWER, ERR_IMAGE_ALREADY_PENDING):
-        return sf.RC_EBADSTATE
+        return sh.RC_EBADSTATE
     if rc == 15:
-        return sf.RC_ENOMEM
+        return sh.RC_ENOMEM
     if rc in (
         ERR_INVALID_SLOT,
         19,
@@ -60,8 +60,8 @@ def translate(rc: int) -> int:
         ERR_INVALID_HASH,
         25,
     ):
-        return sf.RC_EINVAL
-    return sf.RC_EUNKNOWN
+        return sh.RC_EINVAL
+    return sh.RC_EUNKNOWN
 
 
 class Upload:
@@ -161,7 +161,7 @@ class ImageGroup:
         return {"images": self.images(), "splitStatus": 0}
 
     def h_state(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
-        if op == sf.OP_READ:
+        if op == sh.OP_READ:
             return self.state_map()
         h = field(req, "hash", bytes)
         confirm = field(req, "confirm", bool, False)
@@ -232,8 +232,8 @@ class ImageGroup:
 
     # -- upload --------------------------------------------------------------------------
     def h_upload(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
-        if op != sf.OP_WRITE:
-            raise SmpError(sf.RC_ENOTSUP)
+        if op != sh.OP_WRITE:
+            raise SmpError(sh.RC_ENOTSUP)
         off = field(req, "off", int)
         data = field(req, "data", bytes, b"")
         try:
@@ -397,8 +397,8 @@ class ImageGroup:
 
     # -- erase and slot info -------------------------------------------------------------
     def h_erase(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
-        if op != sf.OP_WRITE:
-            raise SmpError(sf.RC_ENOTSUP)
+        if op != sh.OP_WRITE:
+            raise SmpError(sh.RC_ENOTSUP)
         # img_mgmt_erase: a slot holding a valid image may not be erased while in use (the
         # active slot; the other one while pending, scheduled or needed for a revert).
         # The running image's slot is always in use.
@@ -417,8 +417,8 @@ class ImageGroup:
         return {}
 
     def h_slot_info(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
-        if op != sf.OP_READ:
-            raise SmpError(sf.RC_ENOTSUP)
+        if op != sh.OP_READ:
+            raise SmpError(sh.RC_ENOTSUP)
         return {
             "images": [
                 {

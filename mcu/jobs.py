@@ -15,21 +15,22 @@
 #
 # The API mirrors the Zerynth aws.iot.jobs library (Jobs.changed(), Jobs.list(),
 # Job.describe(), Job.update()) and adds the requests the FOTA flow needs: pending(),
-# start_next(), describe(job_id), update(job_id, ...).
+# start_next(), describe(job_id), update(job_id, ...).  The topics and payloads themselves
+# are mcu.jobs_codec's; the statuses (jobs.SUCCEEDED, ...) are importable from here too.
 
-import json
 import time
 
-# Job execution statuses.
-QUEUED = "QUEUED"
-IN_PROGRESS = "IN_PROGRESS"
-SUCCEEDED = "SUCCEEDED"
-FAILED = "FAILED"
-REJECTED = "REJECTED"
-TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "REMOVED", "CANCELED")
-
-_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
-MAX_DETAIL_LEN = 1024
+from mcu import jobs_codec as codec
+from mcu.jobs_codec import (
+    FAILED,
+    IN_PROGRESS,
+    QUEUED,
+    REJECTED,
+    SUCCEEDED,
+    clean_details,  # noqa: F401 - jobs.clean_details: what update() sends
+    valid_job_id,
+    valid_thing_name,
+)
 
 
 class JobsError(Exception):
@@ -38,46 +39,6 @@ class JobsError(Exception):
     def __init__(self, message, code=None):
         Exception.__init__(self, message)
         self.code = code
-
-
-def _valid_name(name, extra, max_len):
-    if not isinstance(name, str) or not 1 <= len(name) <= max_len:
-        return False
-    for c in name:
-        if c not in _ID_CHARS and c not in extra:
-            return False
-    return True
-
-
-def valid_thing_name(name):
-    return _valid_name(name, ":", 128)
-
-
-def valid_job_id(job_id):
-    return _valid_name(job_id, "", 64)
-
-
-def clean_details(details):
-    """statusDetails as AWS takes them: str keys and values, values 1-1,024 characters
-    without control characters.  Non-string values are formatted, empty ones dropped."""
-    out = {}
-    if not details:
-        return out
-    for key in details:
-        if not _valid_name(key, ":", 128):
-            raise ValueError("statusDetails key %r is not 1-128 of [a-zA-Z0-9:_-]" % (key,))
-        value = details[key]
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            value = str(value)
-        chars = []
-        for c in value[:MAX_DETAIL_LEN]:
-            chars.append(" " if ord(c) < 32 or ord(c) == 127 else c)
-        value = "".join(chars).strip()
-        if value:
-            out[key] = value
-    return out
 
 
 # -- time: deadlines that survive long uptimes on every port ---------------------------
@@ -123,23 +84,17 @@ class Deadline:
 def _random24():
     """A per-boot number for clientTokens (tokens stay unique across the device's resets)."""
     try:
-        import random
+        import random  # optional: not every port has it (hence here, under try)
 
         return random.getrandbits(24)
     except (ImportError, OSError, AttributeError):
         pass
     try:
-        import os
+        import os  # optional: os.urandom is missing on some ports
 
         return int.from_bytes(os.urandom(3), "big")
     except (ImportError, OSError, AttributeError):
         return _ticks() & 0xFFFFFF
-
-
-def _text(message):
-    if isinstance(message, str):
-        return message
-    return str(bytes(message), "utf-8")
 
 
 class Job:
@@ -235,7 +190,7 @@ class Jobs:
             poll_s = getattr(mqtt, "_socket_timeout", 1)
         self.poll_s = poll_s
         self.qos = qos
-        self.prefix = "$aws/things/" + thing_name + "/jobs/"
+        self.prefix = codec.topic_prefix(thing_name)
         self.rejected = None  # the body of the last /rejected reply
         self.next_execution = None  # the execution of the last notify-next
         self._changed = False
@@ -245,15 +200,7 @@ class Jobs:
         self._seq = 0
         self._boot = _random24()
         self._stash = []  # the client's other subscriptions, kept across disconnect()
-        p = self.prefix
-        self.filters = (
-            p + "get/+",
-            p + "start-next/+",
-            p + "+/get/+",
-            p + "+/update/+",
-            p + "notify-next",
-            p + "notify",
-        )
+        self.filters = codec.topic_filters(self.prefix)
         for f in self.filters[:4]:
             mqtt.add_topic_callback(f, self._on_reply)
         mqtt.add_topic_callback(self.filters[4], self._on_notify_next)
@@ -313,17 +260,8 @@ class Jobs:
         self._changed = False
         return ret
 
-    def _notification(self, topic, message):
-        if not topic.startswith(self.prefix):
-            return None
-        try:
-            body = json.loads(_text(message))
-        except (ValueError, UnicodeError):
-            return None
-        return body if isinstance(body, dict) else None
-
     def _on_notify_next(self, client, topic, message):
-        body = self._notification(topic, message)
+        body = codec.notification(self.prefix, topic, message)
         if body is None:
             return
         execution = body.get("execution")
@@ -332,7 +270,7 @@ class Jobs:
             self._changed = True
 
     def _on_notify(self, client, topic, message):
-        body = self._notification(topic, message)
+        body = codec.notification(self.prefix, topic, message)
         if body is None:
             return
         lists = body.get("jobs")
@@ -342,23 +280,14 @@ class Jobs:
     # -- request / reply -----------------------------------------------------------------
 
     def _on_reply(self, client, topic, message):
-        if not topic.startswith(self.prefix):
-            return  # another thing's reply
-        rest = topic[len(self.prefix) :]
-        cut = rest.rfind("/")
-        base, outcome = rest[:cut], rest[cut + 1 :]
-        if outcome not in ("accepted", "rejected"):
-            return
-        try:
-            body = json.loads(_text(message))
-        except (ValueError, UnicodeError):
-            return
-        if not isinstance(body, dict):
-            return
+        r = codec.reply(self.prefix, topic, message)
+        if r is None:
+            return  # another thing's reply, or not one
+        base, accepted, body = r
         token = body.get("clientToken")
         if token is None or self._outstanding.get(token) != base:
             return  # not ours, or a reply on the wrong topic
-        self._replies[token] = (outcome == "accepted", body)
+        self._replies[token] = (accepted, body)
 
     def _token(self):
         self._seq += 1
@@ -372,10 +301,9 @@ class Jobs:
         if not self._subscribed:
             self.subscribe()
         token = self._token()
-        payload["clientToken"] = token
         self._outstanding[token] = base
         try:
-            self.mqtt.publish(self.prefix + base, json.dumps(payload), qos=self.qos)
+            self.mqtt.publish(self.prefix + base, codec.encode(payload, token), qos=self.qos)
             limit = self.timeout_s if timeout_s is None else timeout_s
             deadline = Deadline(limit)
             polls = int(limit / self.poll_s) + 2
@@ -411,11 +339,7 @@ class Jobs:
     def start_next(self, status_details=None, step_timeout_min=None):
         """StartNextPendingJobExecution: the next IN_PROGRESS or QUEUED execution, now
         IN_PROGRESS, as a Job with its document; None when nothing is pending."""
-        payload = {}
-        if status_details:
-            payload["statusDetails"] = clean_details(status_details)
-        if step_timeout_min is not None:
-            payload["stepTimeoutInMinutes"] = step_timeout_min
+        payload = codec.start_next_request(status_details, step_timeout_min)
         ok, body = self.request("start-next", payload)
         if not ok:
             self._fail("start-next", body)
@@ -430,7 +354,7 @@ class Jobs:
         job_id may be "$next" (the next pending execution, left as it is)."""
         if job_id != "$next" and not valid_job_id(job_id):
             raise ValueError("job id must be 1-64 of [a-zA-Z0-9_-]")
-        ok, body = self.request(job_id + "/get", {"includeJobDocument": include_document})
+        ok, body = self.request(job_id + "/get", codec.describe_request(include_document))
         if not ok:
             if body.get("code") == "ResourceNotFound":
                 return None
@@ -448,12 +372,6 @@ class Jobs:
         """
         if not valid_job_id(job_id):
             raise ValueError("job id must be 1-64 of [a-zA-Z0-9_-]")
-        payload = {"status": status, "includeJobExecutionState": True}
-        if status_details is not None:
-            payload["statusDetails"] = clean_details(status_details)
-        if expected_version is not None:
-            payload["expectedVersion"] = expected_version
-        if step_timeout_min is not None:
-            payload["stepTimeoutInMinutes"] = step_timeout_min
+        payload = codec.update_request(status, status_details, expected_version, step_timeout_min)
         ok, body = self.request(job_id + "/update", payload)
         return body if ok else None

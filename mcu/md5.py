@@ -189,7 +189,7 @@ class MD5:
 def new(data=b""):
     """An MD5 object: hashlib's when the port has one, else the one above."""
     try:
-        import hashlib
+        import hashlib  # optional: ports without hashlib.md5 use the code above
 
         if hasattr(hashlib, "md5"):
             return hashlib.md5(data)

@@ -1,7 +1,7 @@
 # SMP OS management group (0): echo, reset, mcumgr params, bootloader info.
 # Behaviour follows Zephyr's os_mgmt.c.  Runs on the MCU.
 
-from mcu import smp_frame as sf
+from mcu import smp_header as sh
 from mcu.smp_server import GroupError, SmpError, field
 
 try:
@@ -21,10 +21,10 @@ MCUBOOT_MODES = {"overwrite-only": 2, "swap-move": 3, "swap-scratch": 1, "swap-o
 def translate(rc: int) -> int:
     """Legacy SMPv1 rc for an OS group error (os_mgmt_translate_error_code)."""
     if rc == ERR_INVALID_FORMAT:
-        return sf.RC_EINVAL
+        return sh.RC_EINVAL
     if rc in (ERR_QUERY_YIELDS_NO_ANSWER, ERR_RTC_NOT_SET):
-        return sf.RC_ENOENT
-    return sf.RC_EUNKNOWN
+        return sh.RC_ENOENT
+    return sh.RC_EUNKNOWN
 
 
 class OsGroup:
@@ -35,36 +35,36 @@ class OsGroup:
         self.mode = MCUBOOT_MODES.get(mode, 3)
 
     def register(self, server: "Any") -> None:
-        server.register(GROUP, sf.OS_ECHO, self.h_echo)
-        server.register(GROUP, sf.OS_RESET, self.h_reset)
-        server.register(GROUP, sf.OS_MCUMGR_PARAMS, self.h_params)
-        server.register(GROUP, sf.OS_BOOTLOADER_INFO, self.h_bootloader_info)
+        server.register(GROUP, sh.OS_ECHO, self.h_echo)
+        server.register(GROUP, sh.OS_RESET, self.h_reset)
+        server.register(GROUP, sh.OS_MCUMGR_PARAMS, self.h_params)
+        server.register(GROUP, sh.OS_BOOTLOADER_INFO, self.h_bootloader_info)
         server.set_translator(GROUP, translate)
 
     def h_echo(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
         d = field(req, "d", str)
         if d is None:
-            raise SmpError(sf.RC_EINVAL)
+            raise SmpError(sh.RC_EINVAL)
         return {"r": d}
 
     def h_reset(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
-        if op != sf.OP_WRITE:
-            raise SmpError(sf.RC_ENOTSUP)
+        if op != sh.OP_WRITE:
+            raise SmpError(sh.RC_ENOTSUP)
         # Zephyr ignores a "force" (or "boot_mode") it cannot decode: a core command
         # must not be refused over its optional fields.
         server.after_reply = self.reset
         return {}
 
     def h_params(self, server: "Any", op: int, version: int, req: "Dict[str, Any]") -> "Any":
-        if op != sf.OP_READ:
-            raise SmpError(sf.RC_ENOTSUP)
+        if op != sh.OP_READ:
+            raise SmpError(sh.RC_ENOTSUP)
         return {"buf_size": server.buf_size, "buf_count": server.buf_count}
 
     def h_bootloader_info(
         self, server: "Any", op: int, version: int, req: "Dict[str, Any]"
     ) -> "Any":
-        if op != sf.OP_READ:
-            raise SmpError(sf.RC_ENOTSUP)
+        if op != sh.OP_READ:
+            raise SmpError(sh.RC_ENOTSUP)
         query = field(req, "query", str)
         if query is None:
             return {"bootloader": "MCUboot"}

@@ -6,7 +6,7 @@
 # GroupError for group errors ({"err": {"group", "rc"}} under SMPv2, rc under SMPv1).
 
 from mcu import cbor
-from mcu import smp_frame as sf
+from mcu import smp_header as sh
 
 try:
     from typing import Any, Callable, Dict, Optional  # noqa: F401 - type comments
@@ -57,48 +57,48 @@ class SmpServer:
         Bytes after the announced payload are ignored (Zephyr would parse them as a further
         request in the same packet; no client sends that).
         """
-        if len(packet) < sf.HEADER_SIZE:
+        if len(packet) < sh.HEADER_SIZE:
             return None
-        op, version, _flags, length, group, seq, command = sf.unpack_header(packet)
-        if sf.HEADER_SIZE + length > len(packet):
-            return self._reply(op, version, group, seq, command, {"rc": sf.RC_ECORRUPT})
-        if op != sf.OP_READ and op != sf.OP_WRITE:
-            return self._reply(op, version, group, seq, command, {"rc": sf.RC_ENOTSUP})
-        if version > sf.VERSION_2:
+        op, version, _flags, length, group, seq, command = sh.unpack_header(packet)
+        if sh.HEADER_SIZE + length > len(packet):
+            return self._reply(op, version, group, seq, command, {"rc": sh.RC_ECORRUPT})
+        if op != sh.OP_READ and op != sh.OP_WRITE:
+            return self._reply(op, version, group, seq, command, {"rc": sh.RC_ENOTSUP})
+        if version > sh.VERSION_2:
             return self._reply(
-                op, sf.VERSION_2, group, seq, command, {"rc": sf.RC_UNSUPPORTED_TOO_NEW}
+                op, sh.VERSION_2, group, seq, command, {"rc": sh.RC_UNSUPPORTED_TOO_NEW}
             )
         handler = self._handlers.get((group << 8) | command)
         if handler is None:
-            return self._reply(op, version, group, seq, command, {"rc": sf.RC_ENOTSUP})
+            return self._reply(op, version, group, seq, command, {"rc": sh.RC_ENOTSUP})
         try:
             if length:
-                req = cbor.decode(packet, sf.HEADER_SIZE, sf.HEADER_SIZE + length, bytes_view=True)
+                req = cbor.decode(packet, sh.HEADER_SIZE, sh.HEADER_SIZE + length, bytes_view=True)
             else:
                 req = {}
         except cbor.CborError:
-            return self._reply(op, version, group, seq, command, {"rc": sf.RC_EINVAL})
+            return self._reply(op, version, group, seq, command, {"rc": sh.RC_EINVAL})
         if not isinstance(req, dict):
-            return self._reply(op, version, group, seq, command, {"rc": sf.RC_EINVAL})
+            return self._reply(op, version, group, seq, command, {"rc": sh.RC_EINVAL})
         try:
             rsp = handler(self, op, version, req)
         except SmpError as e:
             rsp = {"rc": e.rc}
         except GroupError as e:
-            if version == sf.VERSION_2:
+            if version == sh.VERSION_2:
                 rsp = {"err": {"group": e.group, "rc": e.rc}}
             else:
                 fn = self._translate.get(e.group)
-                rsp = {"rc": fn(e.rc) if fn else sf.RC_EUNKNOWN}
+                rsp = {"rc": fn(e.rc) if fn else sh.RC_EUNKNOWN}
         except MemoryError:
-            rsp = {"rc": sf.RC_ENOMEM}
+            rsp = {"rc": sh.RC_ENOMEM}
         except Exception:
             # One bad operation (a flash driver error, a bug) must not end the receiver: as
             # Zephyr's smp_handle_single_req answers a handler's failure with smp_build_err_rsp,
             # the client gets MGMT_ERR_EUNKNOWN, a legacy rc in both versions, and the loop goes
             # on.  Handlers leave their state as before the request (the image group ends an
             # upload session, so its offset never moves past data that did not reach flash).
-            rsp = {"rc": sf.RC_EUNKNOWN}
+            rsp = {"rc": sh.RC_EUNKNOWN}
         if rsp is None:
             return None
         return self._reply(op, version, group, seq, command, rsp)
@@ -109,10 +109,10 @@ class SmpServer:
         # smp_make_rsp_hdr: READ_RSP for a read, WRITE_RSP for anything else; the version
         # is the request's, capped at SMPv2.
         payload = cbor.encode(body)
-        rsp_op = sf.OP_READ_RSP if op == sf.OP_READ else sf.OP_WRITE_RSP
-        if version > sf.VERSION_2:
-            version = sf.VERSION_2
-        hdr = sf.pack_header(rsp_op, version, 0, len(payload), group, seq, command)
+        rsp_op = sh.OP_READ_RSP if op == sh.OP_READ else sh.OP_WRITE_RSP
+        if version > sh.VERSION_2:
+            version = sh.VERSION_2
+        hdr = sh.pack_header(rsp_op, version, 0, len(payload), group, seq, command)
         return hdr + payload
 
 
@@ -123,14 +123,14 @@ def field(req: "Dict[str, Any]", key: str, kind: "Any", default: "Any" = None) -
     value = req[key]
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise SmpError(sf.RC_EINVAL)
+            raise SmpError(sh.RC_EINVAL)
     elif kind is bytes:
         if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise SmpError(sf.RC_EINVAL)
+            raise SmpError(sh.RC_EINVAL)
     elif kind is bool:
         if not isinstance(value, bool):
-            raise SmpError(sf.RC_EINVAL)
+            raise SmpError(sh.RC_EINVAL)
     elif kind is str:
         if not isinstance(value, str):
-            raise SmpError(sf.RC_EINVAL)
+            raise SmpError(sh.RC_EINVAL)
     return value

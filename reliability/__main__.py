@@ -3,7 +3,6 @@ and write RELIABILITY.md at the repository root (exit 1 if an invariant broke)."
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shlex
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+from fota_common.cli import OneLineParser, run
 from reliability import crashes, infra, link, powerloss
 from reliability.common import REPO_ROOT, CampaignResult, environment
 from reliability.report import render
@@ -62,7 +62,12 @@ def _unwritable(out: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m reliability", description=__doc__)
+    """Run under the one CLI runner: every error is one line and exit 2."""
+    return run("reliability", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = OneLineParser(prog="python -m reliability", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="the small size the tests run")
     ap.add_argument(
         "--only",

@@ -7,22 +7,22 @@ import os
 import platform
 import shlex
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from bootloader.formats.image import ImageError, load_public_key, parse_image, verify_image
+from bootloader.formats.image import ImageError, parse_image
+from bootloader.formats.keys import load_public_key
 from bootloader.formats.layout import Layout, load_board
+from bootloader.formats.verify import verify_image
 from bootloader.sim.flash import Flash
 from bootloader.sim.testimages import payload
+from harness.procs import PY as PY  # re-exported: the campaigns use common.PY
+from harness.procs import REPO_ROOT as REPO_ROOT  # re-exported
 from host_bridge.image.sign import SigningParams, generate_key, load_signing_key, sign_payload
 from mcu import mcuboot as mb
-
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
-PY: Final = sys.executable
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from bootloader.formats.layout import load_board
+from harness.procs import Procs, start_vmcu, vmcu_cmd
 from host_bridge.device import DeviceUpdater, UpdateOptions
 from host_bridge.image.prepare import load_trusted_keys, prepare
 from host_bridge.smp.client import SmpClient
@@ -34,7 +35,6 @@ from reliability.common import (
     command_line,
     make_images,
 )
-from reliability.procs import Procs, start_vmcu, vmcu_cmd
 from reliability.stack import Stack, processes
 
 BOARD: Final = "nrf52840"

@@ -21,6 +21,7 @@ from typing import Final
 from bootloader.formats.layout import load_board
 from bootloader.sim.testimages import payload
 from fota_common.errors import BridgeError
+from harness.procs import Procs
 from host_bridge.image.download import Downloader
 from host_bridge.jobs.documents import FirmwareJob, parse_document
 from localjobs.fileserver import FileServer
@@ -33,7 +34,6 @@ from reliability.common import (
     make_images,
 )
 from reliability.cutproxy import CutProxy
-from reliability.procs import Procs
 from reliability.stack import Stack, processes
 
 BOARD: Final = "nrf52840"

@@ -26,6 +26,7 @@ from typing import Final
 
 from bootloader.formats.layout import load_board
 from fota_common.errors import BridgeError
+from harness.procs import Procs, start_vmcu, vmcu_cmd
 from host_bridge.device import DeviceUpdater, Outcome, UpdateOptions
 from host_bridge.image.prepare import load_trusted_keys, prepare
 from host_bridge.smp.client import SmpClient
@@ -40,7 +41,6 @@ from reliability.common import (
     command_line,
     make_images,
 )
-from reliability.procs import Procs, start_vmcu, vmcu_cmd
 
 log = logging.getLogger("reliability.link")
 

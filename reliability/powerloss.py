@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from bootloader.formats.image import ImageError, verify_image
+from bootloader.formats.image import ImageError
 from bootloader.formats.layout import Layout, load_board
+from bootloader.formats.verify import verify_image
 from bootloader.sim.model.boot import BootResult, boot
 from host_bridge.device import DeviceUpdater, Outcome, UpdateOptions
 from host_bridge.image.prepare import PreparedImage, prepare

@@ -12,10 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from localjobs.cli import DB_NAME, FILES_DIR, fota_document
-from localjobs.store import JobStore
-from reliability.common import PY, ImageSet, SignedImage, command_line, sha256
-from reliability.procs import (
+from harness.procs import (
     Proc,
     ProcError,
     Procs,
@@ -26,6 +23,9 @@ from reliability.procs import (
     vmcu_cmd,
     wait_until,
 )
+from localjobs.cli import DB_NAME, FILES_DIR, fota_document
+from localjobs.store import JobStore
+from reliability.common import PY, ImageSet, SignedImage, command_line, sha256
 
 THING: Final = "rel-device"
 TERMINAL: Final = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Final
 
 import serial
-from vmcu_fixture import Vmcu
 
 from bootloader.formats.layout import Layout, load_board
 from bootloader.sim.testimages import payload, sign
+from harness.vmcu import Vmcu
 from host_bridge.image.prepare import prepare
 from host_bridge.smp.client import SlotState, SmpClient
 from host_bridge.smp.link import Port, SerialLink, open_serial

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import paho.mqtt.client as mqtt
-from brokers import Mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
-from vmcu_fixture import REPO_ROOT
 
+from harness.mosquitto import Mosquitto
+from harness.procs import REPO_ROOT
 from localjobs.fileserver import FileServer
 from localjobs.model import Execution
 from localjobs.service import JobsService, ServiceTls

@@ -19,7 +19,7 @@ import cbor2
 from bootloader.formats.layout import Layout, load_board
 from bootloader.sim.model.boot import BootedImage, boot
 from host_bridge.device import DeviceUpdater, Outcome
-from host_bridge.flow import UpdateOptions
+from host_bridge.flow_events import UpdateOptions
 from host_bridge.image.prepare import PreparedImage, prepare
 from host_bridge.image.sign import SigningParams, sign_payload
 from host_bridge.smp.client import SmpClient

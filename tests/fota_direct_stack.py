@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from brokers import Mosquitto
 from fota_direct_kit import layout, new_flash
 
 from bootloader.sim.flash import Flash
 from bootloader.sim.model.boot import BootResult, boot
+from harness.mosquitto import Mosquitto
 from localjobs.fileserver import FileServer
 from localjobs.service import JobsService
 from localjobs.store import JobStore

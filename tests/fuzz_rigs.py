@@ -15,6 +15,7 @@ from typing import Any, Final
 import cbor2
 
 from bootloader.formats import image as bimg
+from bootloader.formats import verify as bverify
 from bootloader.formats.layout import Layout
 from bootloader.sim.flash import Flash
 from bootloader.sim.model.common import make_validator
@@ -135,7 +136,7 @@ def valid_image(image: bytes, keys: list[Any], layout: Layout) -> bool:
         parsed = bimg.parse_image(image)
     except bimg.ImageError:
         return False
-    return parsed.total_size <= layout.max_image_size() and bimg.verify_image(parsed, keys).ok
+    return parsed.total_size <= layout.max_image_size() and bverify.verify_image(parsed, keys).ok
 
 
 def assert_primary_valid(flash: Flash, layout: Layout, keys: list[Any]) -> None:

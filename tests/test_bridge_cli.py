@@ -17,10 +17,11 @@ from typing import Final
 
 import pytest
 from bridge_kit import client_for, firmware, slot, tlv_hash
-from vmcu_fixture import REPO_ROOT, Vmcu
 
 from bootloader.sim.testimages import payload
 from fota_common.cli import EXIT_ERROR, EXIT_NO, EXIT_OK
+from harness.procs import REPO_ROOT
+from harness.vmcu import Vmcu
 from host_bridge import cli
 
 CLI_TIMEOUT_S: Final = 60.0

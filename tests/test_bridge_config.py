@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from vmcu_fixture import REPO_ROOT
 
 from fota_common.cli import EXIT_ERROR
+from harness.procs import REPO_ROOT
 from host_bridge import cli
 from host_bridge.config import load_config
 from host_bridge.image.sign import generate_key

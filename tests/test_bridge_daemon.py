@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from host_bridge import daemon
+from host_bridge import reporting
 from host_bridge.config import BridgeConfig, DeviceConfig
-from host_bridge.daemon import Bridge, DeviceWorker, Stop, clean_details, one_line
+from host_bridge.daemon import Bridge, DeviceWorker
 from host_bridge.jobs.client import BrokerConfig, JobsError
+from host_bridge.reporting import Stop, clean_details, one_line
 
 THING = "sensor-a"
 
@@ -155,12 +156,12 @@ def test_a_final_status_that_already_got_through_is_delivered(bridge: Bridge) ->
 def test_an_undelivered_success_stays_a_success(
     bridge: Bridge, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon, "FINAL_RETRY_PAUSE_S", 0.0)
+    monkeypatch.setattr(reporting, "FINAL_RETRY_PAUSE_S", 0.0)
     w = worker(bridge)
-    jobs(bridge).update_results = [JobsError("no reply")] * daemon.FINAL_ATTEMPTS
+    jobs(bridge).update_results = [JobsError("no reply")] * reporting.FINAL_ATTEMPTS
     w.finish("j1", "SUCCEEDED", "", "confirming", {"version": "1.1.0"})
     assert bridge.store.outcome(THING, "j1") == ("SUCCEEDED", "")
-    assert [u["status"] for u in jobs(bridge).updates] == ["SUCCEEDED"] * daemon.FINAL_ATTEMPTS
+    assert [u["status"] for u in jobs(bridge).updates] == ["SUCCEEDED"] * reporting.FINAL_ATTEMPTS
 
 
 def test_a_refused_final_status_is_not_retried(bridge: Bridge) -> None:

@@ -26,11 +26,11 @@ from bridge_kit import (
     tiny_layout,
     tlv_hash,
 )
-from vmcu_fixture import Vmcu
 
 from bootloader.sim.testimages import keygen
 from fota_common.cli import EXIT_ERROR
 from fota_common.errors import DeviceError, ImageError, SmpTimeout
+from harness.vmcu import Vmcu
 from host_bridge import cli
 from host_bridge.device import DeviceUpdater, Outcome, UpdateOptions
 from host_bridge.image.prepare import IMAGE_MAGIC, load_trusted_keys, prepare

@@ -21,12 +21,12 @@ from typing import Any, Final
 
 import pytest
 from bridge_stack import BridgeProcess, LocalJobs, Published, UpdateSpy, write_config
-from brokers import BrokerError, Mosquitto
 from jobs_device import JobsDevice
-from vmcu_fixture import Vmcu
 
 from bootloader.formats.layout import load_board
 from bootloader.sim.testimages import payload, sign
+from harness.mosquitto import BrokerError, Mosquitto
+from harness.vmcu import Vmcu
 from host_bridge.smp.client import SmpClient
 from host_bridge.smp.link import SerialLink
 from localjobs.service import ServiceTls

@@ -24,9 +24,9 @@ from smp import image_management as smpimg
 from smp import os_management as smpos
 from smp import packet as smppacket
 from smpclient.transport.serial import SMPSerialRawTransport, SMPSerialTransport
-from vmcu_fixture import Vmcu
 
 from fota_common.cli import EXIT_OK
+from harness.vmcu import Vmcu
 from host_bridge import cli
 from host_bridge.smp.link import SerialLink
 from host_bridge.smp.upload import chunk_sizes, upload, upload_packet

@@ -20,6 +20,8 @@ import pytest
 from mpy import run_micropython
 
 from bootloader.formats import image as bimg
+from bootloader.formats import keys as bkeys
+from bootloader.formats import verify as bverify
 from bootloader.formats.layout import LayoutError, load_layout
 from host_bridge.config import ConfigError, load_config
 from host_bridge.jobs.documents import DocumentError, parse_document_text
@@ -47,9 +49,9 @@ def _image(path: Path, entry: dict[str, Any]) -> str:
 
 
 def _verify(path: Path, entry: dict[str, Any]) -> str:
-    keys = [bimg.load_public_key((CORPUS / k).read_bytes()) for k in entry.get("keys", [])]
+    keys = [bkeys.load_public_key((CORPUS / k).read_bytes()) for k in entry.get("keys", [])]
     try:
-        result = bimg.verify_image(path.read_bytes(), keys)
+        result = bverify.verify_image(path.read_bytes(), keys)
     except bimg.ImageError as exc:
         return str(exc)
     assert not result.ok, result

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fota_common.errors import DeviceError
-from host_bridge.flow import UpdateOptions
+from host_bridge.flow_events import UpdateOptions
 from host_bridge.smp.upload import upload
 
 COVERED: Counter[str] = Counter()  # sequences run, by matrix; printed by conftest

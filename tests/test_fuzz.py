@@ -82,6 +82,8 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from bootloader.formats import image as bimg
+from bootloader.formats import keys as bkeys
+from bootloader.formats import verify as bverify
 from bootloader.formats.layout import (
     BOARDS_DIR,
     Layout,
@@ -103,7 +105,8 @@ from host_bridge.jobs.documents import (
     parse_document_text,
 )
 from host_bridge.smp.client import SlotState, SmpClient, check_reply
-from host_bridge.smp.upload import _next_reply, _State
+from host_bridge.smp.upload import _next_reply
+from host_bridge.smp.window import UploadState as _State
 from host_bridge.urls import url_problem
 from localjobs import model as jobs_model
 from localjobs.api import JobsApi, parse_topic
@@ -128,7 +131,7 @@ def images(
     trusted, other = keygen(d / "trusted.pem"), keygen(d / "other.pem")
     ed, rsa = keygen(d / "ed.pem", "ed25519"), keygen(d / "rsa.pem", "rsa-2048")
     v1_payload, v2_payload = payload(1500, "v1"), payload(1700, "v2")
-    keys = [bimg.load_public_key(p.read_bytes()) for p in (trusted, ed, rsa)]
+    keys = [bkeys.load_public_key(p.read_bytes()) for p in (trusted, ed, rsa)]
     return Images(
         *tiny_pair,
         sign(v1_payload, "1.0.0", tiny, trusted),
@@ -517,12 +520,12 @@ def test_fuzz_parse_and_verify_image(images: Images, data: st.DataObject) -> Non
         else:
             assert info is not None
             assert (info["size"], bytes(info["hash"])) == (img.total_size, hash_tlv.value)
-    unchecked = bimg.verify_image(img)
+    unchecked = bverify.verify_image(img)
     event(f"parsed; hash {'ok' if unchecked.hash_ok else 'bad'}")
     if unchecked.ok:
         assert hash_tlv is not None
         assert hashlib.new(HASH_ALGS[hash_tlv.type], img.hash_region).digest() == hash_tlv.value
-    if bimg.verify_image(img, images.keys).ok:
+    if bverify.verify_image(img, images.keys).ok:
         assert img.hash_region in images.trusted_regions, "a signature was forged"
 
 

@@ -33,15 +33,11 @@ from bootloader.formats.image import (
     ImageHeader,
     ImageVersion,
     McubootImage,
-    PublicKey,
-    Verification,
     describe,
-    key_hash,
-    load_public_key,
     parse_image,
-    public_key_der,
-    verify_image,
 )
+from bootloader.formats.keys import PublicKey, key_hash, load_public_key, public_key_der
+from bootloader.formats.verify import Verification, verify_image
 
 PAYLOAD = random.Random(20240601).randbytes(3000)
 HDR = 0x200

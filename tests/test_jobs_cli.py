@@ -16,12 +16,13 @@ from typing import Any, Final
 
 import pytest
 from bridge_stack import BridgeProcess
-from brokers import BrokerError, Mosquitto, free_port
-from vmcu_fixture import REPO_ROOT, Vmcu
 
 from bootloader.formats.layout import load_board
 from bootloader.sim.testimages import payload, sign
 from fota_common.cli import EXIT_ERROR, EXIT_OK
+from harness.mosquitto import BrokerError, Mosquitto
+from harness.procs import REPO_ROOT, free_port
+from harness.vmcu import Vmcu
 from host_bridge import cli
 
 BOARD: Final = "nrf52840"

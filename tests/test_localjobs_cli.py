@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from brokers import BrokerError, Mosquitto
 from jobs_device import JobsDevice
 
+from harness.mosquitto import BrokerError, Mosquitto
 from localjobs.cli import add_jobs_parser, cmd_list, main_jobs
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import BrokerError, Mosquitto
 from hypothesis import given
 from hypothesis import strategies as st
 from jobs_device import JobsDevice, tls_refused
 
+from harness.mosquitto import BrokerError, Mosquitto
 from localjobs import LocalJobsError
 from localjobs import model as m
 from localjobs.api import JobsApi, Route, Throttle, parse_topic

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from bootloader.formats.layout import load_board
+from harness.procs import find_mosquitto
 from host_bridge.device import DeviceUpdater, Outcome, UpdateOptions
 from host_bridge.image.prepare import PreparedImage, prepare
 from host_bridge.image.sign import SigningParams, sign_payload
 from reliability import crashes, infra, link, powerloss
 from reliability.common import firmware_payload
 from reliability.inproc import CutFlash, Device, FakeClock, is_reset
-from reliability.procs import find_mosquitto
 
 
 def needs_mosquitto(fn: Any) -> Any:

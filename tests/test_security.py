@@ -29,7 +29,6 @@ from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 import pytest
-from brokers import HOST, Mosquitto, TestPki
 from https_server import HttpsServer, Pki, Route, make_pki
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -37,6 +36,7 @@ from bootloader.formats.layout import Layout
 from bootloader.sim.flash import Flash
 from bootloader.sim.testimages import keygen, payload, sign
 from fota_common.errors import DownloadError, ImageError
+from harness.mosquitto import HOST, Mosquitto, TestPki
 from host_bridge import cli
 from host_bridge.config import BridgeConfig, ConfigError, DeviceConfig, parse_config
 from host_bridge.daemon import Bridge

@@ -14,7 +14,8 @@ from typing import Final
 
 from bridge_kit import firmware, tlv_hash
 from test_bridge_interop import smpmgr_command, smpmgr_state
-from vmcu_fixture import Vmcu
+
+from harness.vmcu import Vmcu
 
 TIMEOUT_S: Final = 60
 

@@ -40,11 +40,11 @@ from smpclient.requests.os_management import (
     ResetWrite,
 )
 from smpclient.transport.serial import SMPSerialRawTransport, SMPSerialTransport
-from vmcu_fixture import Vmcu
 
 from bootloader.formats.image import load_image
 from bootloader.formats.layout import Layout
 from bootloader.sim.testimages import payload, sign
+from harness.vmcu import Vmcu
 from mcu import smp_frame as sf
 
 T = TypeVar("T")

@@ -14,7 +14,6 @@ is stopped; exit 0 when every case ended as expected.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -31,10 +30,11 @@ from typing import Any
 
 from bootloader.formats.layout import load_board
 from bootloader.sim.testimages import payload
+from fota_common.cli import OneLineParser, run
+from harness.procs import find_mosquitto, free_port, port_open
 from host_bridge.image.sign import SigningParams, generate_key, sign_payload
 from localjobs.cli import DB_NAME, FILES_DIR
 from localjobs.store import JobStore
-from reliability.procs import find_mosquitto, free_port, port_open
 
 PY = sys.executable
 BOARD = "nrf52840"
@@ -183,7 +183,12 @@ def watch(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Run under the one CLI runner: every error is one line and exit 2."""
+    return run("demo", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args(argv)
     mosquitto = need_mosquitto()

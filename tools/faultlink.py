@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fota_common.cli import EXIT_ERROR, EXIT_OK, OneLineParser, run
+from fota_common.errors import BridgeError
 
 
 @dataclass
@@ -80,7 +81,7 @@ REOPEN_EVERY_S = 0.2  # how often a vanished upstream device is looked for again
 MAX_PENDING = 1 << 16  # bytes queued for one side before the rest is dropped
 
 
-class FaultLinkError(Exception):
+class FaultLinkError(BridgeError):
     """A one-line, actionable reason the link cannot start."""
 
 
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         made.append(FaultLink(args.upstream, args.link, faults, args.seed))
         return EXIT_OK
 
-    code = run("faultlink", start, also=(FaultLinkError, OSError))
+    code = run("faultlink", start, also=(OSError,))
     if not made:
         return code or EXIT_ERROR
     fl = made[0]

@@ -19,12 +19,14 @@ message is printed).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import Final
+
+from fota_common.cli import OneLineParser, run
+from fota_common.errors import BridgeError
 
 REPO: Final = Path(__file__).resolve().parent.parent
 MCU: Final = REPO / "mcu"
@@ -32,7 +34,7 @@ DEFAULT_OUT: Final = REPO / "build" / "mcu-bundle"
 COMPILE_TIMEOUT_S: Final = 60.0
 
 
-class BundleError(Exception):
+class BundleError(BridgeError):
     """A module did not compile, or the compiler could not be run."""
 
 
@@ -100,34 +102,21 @@ def _copy(source: Path, target: Path) -> None:
         raise BundleError(f"cannot write {target}: {exc.strerror}") from exc
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line and exit 2, like every other error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="mcu_bundle", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="mcu-bundle", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     p.add_argument("--sources", action="store_true", help="copy .py files, do not compile")
     p.add_argument("--mpy-cross", help="path of the mpy-cross binary to use")
     args = p.parse_args(argv)
-    try:
+
+    def bundle() -> int:
         written = build(args.out, compiled=not args.sources, mpy_cross=args.mpy_cross)
-    except BundleError as exc:
-        print(f"mcu-bundle: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        print(
-            f"mcu-bundle: internal error: {type(exc).__name__}: {exc} (please report)",
-            file=sys.stderr,
-        )
-        return 2
-    size = sum(f.stat().st_size for f in written)
-    print(f"Wrote {len(written)} files ({size} bytes) to {args.out}")
-    print(f"Copy {args.out / 'lib' / 'mcu'} to CIRCUITPY/lib/mcu")
-    return 0
+        size = sum(f.stat().st_size for f in written)
+        print(f"Wrote {len(written)} files ({size} bytes) to {args.out}")
+        print(f"Copy {args.out / 'lib' / 'mcu'} to CIRCUITPY/lib/mcu")
+        return 0
+
+    return run("mcu-bundle", bundle)
 
 
 if __name__ == "__main__":

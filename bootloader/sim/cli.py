@@ -13,14 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bootloader.formats.image import (
-    ImageError,
-    describe,
-    load_public_key,
-    parse_image,
-    verify_image,
-)
+from bootloader.formats.image import ImageError, describe, parse_image
+from bootloader.formats.keys import load_public_key
 from bootloader.formats.layout import Layout, board_names, load_board
+from bootloader.formats.verify import verify_image
 from bootloader.sim.flash import Flash, PowerCut
 from bootloader.sim.model.boot import boot
 from fota_common.cli import EXIT_NO, EXIT_OK, OneLineParser, int_at_least, run

@@ -8,7 +8,6 @@ states, a valid image boots).  ``python -m bootloader.sim.powercut`` prints the 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from bootloader.formats.layout import Layout, load_board
 from bootloader.sim.flash import Flash, PowerCut
 from bootloader.sim.model.boot import BootResult, boot
 from bootloader.sim.testimages import make_pair
+from fota_common.cli import OneLineParser, run
 from mcu import mcuboot as mb
 
 Action = Callable[[Flash, Layout], None]
@@ -203,7 +203,12 @@ def run_campaign(sc: Scenario) -> CampaignResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Run MCUboot power-cut campaigns on the model.")
+    """Run under the one CLI runner: every error is one line and exit 2."""
+    return run("powercut", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = OneLineParser(description="Run MCUboot power-cut campaigns on the model.")
     ap.parse_args(argv)
 
     v1, v2 = make_pair(load_board("tiny"))

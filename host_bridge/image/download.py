@@ -1,7 +1,8 @@
-"""Fetch a job's firmware image: verified TLS, bounded size, hashes checked, resumable, cached.
+"""Fetch a job's firmware image over HTTPS: verified TLS, bounded size, hashes checked, resumable.
 
 HTTP is the standard library's http.client (see :mod:`host_bridge.image.http` for why), behind
-an injectable :class:`Opener`; retries, Range, redirects, expiry and checks all live here.
+an injectable :class:`Opener`; retries, Range, redirects, URL refresh and checks live here; the
+cache of images already downloaded is :mod:`host_bridge.image.cache`.
 
 Nothing holds the whole image in memory: it is streamed to ``<target>.part`` in 64 KiB pieces,
 hashed on the way, checked, then renamed into place.
@@ -16,7 +17,6 @@ import logging
 import os
 import re
 import ssl
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +25,8 @@ from typing import BinaryIO, Final
 from urllib.parse import urljoin, urlsplit
 
 from fota_common.errors import DownloadError
+from host_bridge.image.cache import ImageCache
+from host_bridge.image.files import CHUNK_SIZE, atomic_copy, fsync_dir, verify_against_job
 from host_bridge.image.http import HttpClientOpener, Opener, Response, tls_context
 from host_bridge.jobs.documents import FirmwareJob
 from host_bridge.redact import redact_text, redact_url
@@ -42,7 +44,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE: Final = 64 * 1024
 MAX_REDIRECTS: Final = 5
 USER_AGENT: Final = "fota-bridge"
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -67,6 +68,7 @@ DownloadProgress = Callable[[int, int | None], None]
 class Downloader:
     """Downloads FirmwareJob images; one instance serves any number of jobs and devices.
 
+    ``cache_dir``: keep verified images there (an :class:`ImageCache`) and reuse them.
     ``ca_file``: trust these CAs instead of the system's. ``max_size``: the slot size; nothing
     larger is accepted (``fetch`` can override it per device). ``retries``: consecutive failed
     attempts allowed (an attempt that received bytes resets the count), with exponential
@@ -92,6 +94,7 @@ class Downloader:
         now: Callable[[], float] = time.time,
     ) -> None:
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.cache = None if self.cache_dir is None else ImageCache(self.cache_dir)
         self.allow_http = allow_http
         self.allowed_hosts = allowed_hosts
         self.max_size = max_size
@@ -126,7 +129,7 @@ class Downloader:
             raise DownloadError(
                 f"the image is {job.size} bytes but the slot holds at most {max_size} bytes"
             )
-        if job.sha256 is not None and self.cache_dir is not None:
+        if self.cache is not None:
             hit = self._from_cache(job, target, progress, max_size)
             if hit is not None:
                 return hit
@@ -141,12 +144,11 @@ class Downloader:
                 out.flush()
                 os.fsync(out.fileno())
             sha256, md5 = transfer.sha256.digest(), transfer.md5.digest()
-            _verify(job, transfer.received, sha256, md5)
-            if self.cache_dir is not None:
-                self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                _atomic_copy(part, self._cache_path(sha256))
+            verify_against_job(job, transfer.received, sha256, md5)
+            if self.cache is not None:
+                self.cache.store(part, sha256)
             os.replace(part, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except OSError as exc:
             raise DownloadError(
                 f"cannot write {exc.filename or part}: {exc.strerror or exc}"
@@ -174,10 +176,6 @@ class Downloader:
         if problem is not None:
             raise DownloadError(f"{name} {problem}")
 
-    def _cache_path(self, sha256: bytes) -> Path:
-        assert self.cache_dir is not None
-        return self.cache_dir / f"{sha256.hex()}.bin"
-
     def _from_cache(
         self,
         job: FirmwareJob,
@@ -185,33 +183,22 @@ class Downloader:
         progress: DownloadProgress | None,
         max_size: int | None,
     ) -> DownloadResult | None:
-        assert job.sha256 is not None
-        cached = self._cache_path(job.sha256)
-        try:
-            size, sha256, md5 = _hash_file(cached)
-        except FileNotFoundError:
+        assert self.cache is not None
+        hit = self.cache.lookup(job)
+        if hit is None:
             return None
-        except OSError as exc:
-            log.warning("cannot read cached image %s: %s", cached, exc.strerror)
-            return None
-        try:
-            _verify(job, size, sha256, md5)
-        except DownloadError as exc:
-            log.warning("dropping cached image %s: %s", cached.name, exc.reason)
-            cached.unlink(missing_ok=True)
-            return None
-        if max_size is not None and size > max_size:
+        if max_size is not None and hit.size > max_size:
             raise DownloadError(
-                f"the image is {size} bytes but the slot holds at most {max_size} bytes"
+                f"the image is {hit.size} bytes but the slot holds at most {max_size} bytes"
             )
         try:
-            _atomic_copy(cached, target)
+            atomic_copy(hit.path, target)
         except OSError as exc:
             raise DownloadError(f"cannot write {target}: {exc.strerror or exc}") from None
-        log.info("using cached image %s for %s", cached.name, redact_url(job.url))
+        log.info("using cached image %s for %s", hit.path.name, redact_url(job.url))
         if progress is not None:
-            progress(size, size)
-        return DownloadResult(target, size, sha256, md5, from_cache=True)
+            progress(hit.size, hit.size)
+        return DownloadResult(target, hit.size, hit.sha256, hit.md5, from_cache=True)
 
 
 class _Retry(Exception):
@@ -441,20 +428,6 @@ class _Transfer:
             self.progress(0, self.total)
 
 
-def _verify(job: FirmwareJob, size: int, sha256: bytes, md5: bytes) -> None:
-    if job.size is not None and size != job.size:
-        raise DownloadError(f"the download is {size} bytes but the job document says {job.size}")
-    if job.sha256 is not None and sha256 != job.sha256:
-        raise DownloadError(
-            f"SHA-256 mismatch: the download is {sha256.hex()}, "
-            f"the job document says {job.sha256.hex()}"
-        )
-    if job.md5 is not None and md5 != job.md5:
-        raise DownloadError(
-            f"MD5 mismatch: the download is {md5.hex()}, the job document says {job.md5.hex()}"
-        )
-
-
 def _int_header(resp: Response, name: str) -> int | None:
     value = resp.getheader(name)
     if value is None or not value.strip().isdigit():
@@ -474,39 +447,3 @@ def _content_range(value: str | None) -> tuple[int, int | None]:
 def _describe(exc: BaseException) -> str:
     text = redact_text(str(exc)).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _hash_file(path: Path) -> tuple[int, bytes, bytes]:
-    sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-    with path.open("rb") as f:
-        while piece := f.read(CHUNK_SIZE):
-            sha256.update(piece)
-            md5.update(piece)
-            size += len(piece)
-    return size, sha256.digest(), md5.digest()
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    """Copy to a temporary file beside ``dst`` (mode 0600), fsync it, rename it over ``dst``."""
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
-            while piece := inp.read(CHUNK_SIZE):
-                out.write(piece)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(dst.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable; not every platform can open a directory, which is fine."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

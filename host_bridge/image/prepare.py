@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from bootloader.formats.image import ImageError as CodecError
-from bootloader.formats.image import load_public_key, parse_image, verify_image
+from bootloader.formats.image import parse_image
+from bootloader.formats.keys import load_public_key
+from bootloader.formats.verify import verify_image
 from fota_common.errors import ConfigError, ImageError
 from host_bridge.image.sign import SigningParams, sign_payload
 

@@ -8,7 +8,6 @@ stop-and-wait; the bridge needs a windowed upload (see ``upload.py``) and plain 
 
 from __future__ import annotations
 
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +20,10 @@ from smp.error import MGMT_ERR
 
 from fota_common.errors import DeviceError, LinkError, SmpTimeout
 from host_bridge.smp.link import SerialLink
+from mcu import smp_header as sh
 
 GROUP_OS = 0
 GROUP_IMAGE = 1
-HEADER = struct.Struct(">BBHHBB")
-assert HEADER.size == 8
 
 _GROUP_ERRORS: dict[int, Any] = {
     GROUP_OS: smpos.OS_MGMT_RET_RC,
@@ -77,9 +75,18 @@ class Params:
 
 
 def unpack_header(packet: bytes) -> tuple[int, int, int, int, int, int, int]:
-    """(op, version, flags, length, group, seq, command_id) of an SMP packet."""
-    b0, flags, length, group, seq, cid = HEADER.unpack_from(packet)
-    return b0 & 7, (b0 >> 3) & 3, flags, length, group, seq, cid
+    """(op, version, flags, length, group, seq, command_id) of an SMP packet.
+
+    The one SMP header codec is mcu.smp_header (the receiver's); this only types it.
+    """
+    fields: tuple[int, int, int, int, int, int, int] = sh.unpack_header(packet)
+    return fields
+
+
+def pack_header(op: int, version: int, length: int, group: int, seq: int, command: int) -> bytes:
+    """The 8 header bytes of a request (flags 0), by the one codec in mcu.smp_header."""
+    header: bytes = sh.pack_header(op, version, 0, length, group, seq, command)
+    return header
 
 
 def check_reply(body: Any, group: int, what: str) -> dict[str, Any]:
@@ -223,7 +230,7 @@ class SmpClient:
     def slot_info(self) -> dict[str, Any] | None:
         """Slot sizes (image group command 6), or None where unsupported."""
         seq = self.next_seq()
-        packet = HEADER.pack((self.version << 3) | 0, 0, 1, GROUP_IMAGE, seq, 6) + b"\xa0"
+        packet = pack_header(0, int(self.version), 1, GROUP_IMAGE, seq, 6) + b"\xa0"
         self.link.send(packet)
         reply = self.wait_reply(seq, GROUP_IMAGE, 6, self.timeout_s)
         if reply is None:

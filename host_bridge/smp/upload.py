@@ -17,8 +17,6 @@ check the bytes against ``smp.image_management.ImageUploadWriteRequest``.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +25,21 @@ from typing import Any
 import cbor2
 
 from fota_common.errors import DeviceError, LinkError, SmpTimeout
-from host_bridge.smp.client import GROUP_IMAGE, HEADER, SmpClient, check_reply, unpack_header
+from host_bridge.smp.client import (
+    GROUP_IMAGE,
+    SmpClient,
+    check_reply,
+    pack_header,
+    unpack_header,
+)
+from host_bridge.smp.image_file import Image, image_sha256
+from host_bridge.smp.window import (
+    FIRST_CHUNK_MAX,
+    MIN_CHUNK,
+    PROBE_AFTER_S,
+    STUCK_LIMIT,
+    UploadState,
+)
 
 UPLOAD_ID = 1
 DEFAULT_BUF_SIZE = 384  # Zephyr's default netbuf; used when the device has no params
@@ -35,44 +47,6 @@ FIRST_REPLY_TIMEOUT_S = 30.0  # the first chunk erases the slot: slow on real fl
 CONSOLE_FRAME_OVERHEAD = 4  # a console frame's length and CRC share the device's netbuf
 
 UploadProgress = Callable[[int, int], None]  # (bytes done, total)
-
-
-class ImageFile:
-    """An image read from its file chunk by chunk, so a 16 MiB upload never holds 16 MiB."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self._f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
-        self.size = os.fstat(self._f.fileno()).st_size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, s: slice) -> bytes:
-        start, stop, _ = s.indices(self.size)
-        return os.pread(self._f.fileno(), max(0, stop - start), start)
-
-    def sha256(self) -> bytes:
-        h = hashlib.sha256()
-        for off in range(0, self.size, 1 << 16):
-            h.update(self[off : off + (1 << 16)])
-        return h.digest()
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> ImageFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-Image = bytes | ImageFile
-
-
-def image_sha256(image: Image) -> bytes:
-    return image.sha256() if isinstance(image, ImageFile) else hashlib.sha256(image).digest()
 
 
 @dataclass
@@ -102,7 +76,7 @@ def upload_packet(
     body["off"] = off
     body["data"] = data
     payload = cbor2.dumps(body, canonical=True)
-    return HEADER.pack((version << 3) | 2, 0, len(payload), GROUP_IMAGE, seq, UPLOAD_ID) + payload
+    return pack_header(2, version, len(payload), GROUP_IMAGE, seq, UPLOAD_ID) + payload
 
 
 def chunk_sizes(buf_size: int, framing: str) -> tuple[int, int]:
@@ -150,7 +124,7 @@ def upload(
     # The first chunk travels alone while the device erases the slot, so its size buys no
     # throughput; kept small, it survives a noisy line (it is re-sent whole when lost).
     first_n = min(first_n, FIRST_CHUNK_MAX)
-    st = _State(len(image), first_n, cont_n, window, client.link.baudrate, timeout_s)
+    st = UploadState(len(image), first_n, cont_n, window, client.link.baudrate, timeout_s)
     for attempt in range(2):
         match = _run(client, image, st, upgrade, max_retries, progress)
         if match is not False or attempt == 1:
@@ -170,72 +144,10 @@ def upload(
     )
 
 
-class _State:
-    """Where an upload stands, and what the line has taught it (chunk size, latency)."""
-
-    def __init__(
-        self,
-        size: int,
-        first_n: int,
-        cont_n: int,
-        window: int,
-        baud: int,
-        timeout_s: float | None,
-    ) -> None:
-        self.size = size
-        self.first_max = self.first_n = first_n
-        self.chunk_max = self.chunk = cont_n
-        self.window = window
-        self.wire_rate = baud / 10
-        self.fixed_timeout = timeout_s
-        self.latency = 0.05  # EWMA of send -> reply time, seconds
-        self.streak = 0
-        self.sent_bytes = 0
-        self.resumed_from = 0
-        self.resyncs = 0
-        self.total_retries = 0
-        self.restart()
-
-    def restart(self) -> None:
-        self.acked = 0
-        self.next_off = 0
-        self.retries = 0  # consecutive failures, against max_retries
-        self.stuck = 0  # re-synchronisations in a row without the device taking data
-        self.inflight: list[tuple[int, int, int, float]] = []  # (seq, off, len, sent at)
-
-    def timeout(self) -> float:
-        """How long to wait for the oldest reply: the window's wire time plus latency."""
-        if self.fixed_timeout is not None:
-            return self.fixed_timeout
-        wire = (self.chunk * 1.4 + 64) * (self.window + 1) / self.wire_rate
-        return min(CONT_TIMEOUT_S, max(MIN_TIMEOUT_S, wire + 4 * self.latency))
-
-    def lost(self) -> None:
-        """A chunk or its reply was lost: smaller chunks lose less on a noisy line."""
-        self.chunk = max(MIN_CHUNK, self.chunk // 2 // 8 * 8)
-        self.streak = 0
-
-    def delivered(self, sent_at: float) -> None:
-        self.latency = 0.8 * self.latency + 0.2 * (time.monotonic() - sent_at)
-        self.streak += 1
-        if self.streak >= GROW_AFTER and self.chunk < self.chunk_max:
-            self.chunk = min(self.chunk_max, self.chunk * 2)
-            self.streak = 0
-
-
-MIN_CHUNK = 64
-STUCK_LIMIT = 64  # a healthy noisy line makes progress long before this many resyncs
-GROW_AFTER = 8  # deliveries in a row before the chunk size doubles again
-FIRST_CHUNK_MAX = 512
-MIN_TIMEOUT_S = 0.1  # the floor; the window's wire time and 4x the measured latency come on top
-CONT_TIMEOUT_S = 5.0
-PROBE_AFTER_S = 1.0  # first chunk: after this, an echo tells "busy erasing" from "lost"
-
-
 def _run(
     client: SmpClient,
     image: Image,
-    st: _State,
+    st: UploadState,
     upgrade: bool,
     max_retries: int,
     progress: UploadProgress | None,
@@ -324,7 +236,7 @@ def _offset(body: dict[str, Any], default: int) -> int:
     return off
 
 
-def _failed(st: _State, max_retries: int, what: str) -> None:
+def _failed(st: UploadState, max_retries: int, what: str) -> None:
     st.retries += 1
     st.total_retries += 1
     if st.retries > max_retries:
@@ -334,7 +246,7 @@ def _failed(st: _State, max_retries: int, what: str) -> None:
 
 
 def _first_chunk(
-    client: SmpClient, send: Callable[[int], None], st: _State, max_retries: int
+    client: SmpClient, send: Callable[[int], None], st: UploadState, max_retries: int
 ) -> bool | None:
     """Send off=0 until acknowledged; the reply says where the device stands.
 
@@ -379,7 +291,7 @@ def _first_chunk(
 
 
 def _probe_then_wait(
-    client: SmpClient, st: _State
+    client: SmpClient, st: UploadState
 ) -> tuple[int, int, int, float, dict[str, Any]] | None:
     """Echo probes behind the first chunk, re-sent while both stay unanswered."""
     chunk = list(st.inflight)
@@ -388,7 +300,7 @@ def _probe_then_wait(
     while time.monotonic() < deadline:
         seq = client.next_seq()
         body = cbor2.dumps({"d": "probe"})
-        probe = HEADER.pack((int(client.version) << 3) | 2, 0, len(body), 0, seq, 0) + body
+        probe = pack_header(2, int(client.version), len(body), 0, seq, 0) + body
         client.link.send(probe)
         probes.add(seq)
         st.inflight = [*chunk, (seq, -1, 0, time.monotonic())]
@@ -399,7 +311,7 @@ def _probe_then_wait(
 
 
 def _next_reply(
-    client: SmpClient, st: _State, timeout_s: float, echo_seqs: set[int] | None = None
+    client: SmpClient, st: UploadState, timeout_s: float, echo_seqs: set[int] | None = None
 ) -> tuple[int, int, int, float, dict[str, Any]] | None:
     """The reply to the oldest chunk in flight; stale or foreign replies are skipped."""
     deadline = time.monotonic() + timeout_s
@@ -430,7 +342,7 @@ def _next_reply(
     return None
 
 
-def _recover(client: SmpClient, st: _State) -> None:
+def _recover(client: SmpClient, st: UploadState) -> None:
     """After a timeout: drop what is in flight and restart from the last acknowledged byte."""
     st.inflight.clear()
     st.next_off = st.acked

@@ -6,8 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from bootloader.formats.image import ImageError, verify_image
+from bootloader.formats.image import ImageError
 from bootloader.formats.layout import TMPBUF_SZ, Layout, align_down
+from bootloader.formats.verify import verify_image
 from bootloader.sim.flash import FlashArea
 from mcu import mcuboot as mb
 

@@ -13,15 +13,17 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Final
 
-from reliability.common import PY, REPO_ROOT
-
 EXIT_TIMEOUT_S: Final = 10.0
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+PY: Final = sys.executable  # children run under this interpreter, in this virtualenv
 
 
 class ProcError(RuntimeError):
@@ -43,7 +45,13 @@ def port_open(port: int) -> bool:
 
 
 def find_mosquitto() -> str | None:
-    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+    """The mosquitto executable on PATH or where Debian, Homebrew or a source build put it."""
+    candidates = (
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+        "/opt/homebrew/sbin/mosquitto",
+    )
+    for cand in (shutil.which("mosquitto"), *candidates):
         if cand and os.access(cand, os.X_OK):
             return cand
     return None
@@ -120,8 +128,14 @@ class Proc:
             with contextlib.suppress(OSError):
                 self._proc.send_signal(sig)
 
-    def signal(self, sig: signal.Signals, timeout_s: float = EXIT_TIMEOUT_S) -> int | None:
-        """Send ``sig`` to this process and wait for it to exit; its return code."""
+    def signal(
+        self, sig: signal.Signals, timeout_s: float = EXIT_TIMEOUT_S, *, must_exit: bool = False
+    ) -> int | None:
+        """Send ``sig`` to this process and wait for it to exit; its return code.
+
+        A process still running after ``timeout_s`` is killed; with ``must_exit`` that is
+        also a ProcError (the process ignored ``sig``).
+        """
         proc = self._proc
         if proc is None:
             return None
@@ -132,9 +146,22 @@ class Proc:
         except subprocess.TimeoutExpired:
             proc.kill()
             rc = proc.wait(timeout_s)
-        if self._reader is not None:
-            self._reader.join(timeout_s)
+            if must_exit:
+                raise ProcError(
+                    f"{self.name} did not exit within {timeout_s:g} s of {sig.name}\n{self.tail()}"
+                ) from None
+        finally:
+            if self._reader is not None:
+                self._reader.join(timeout_s)
         return rc
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc is not None else None
+
+    @property
+    def started(self) -> bool:
+        return self._proc is not None
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)

@@ -17,48 +17,36 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import shutil
+import re
 import signal
 import socket
-import subprocess
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final
+from typing import Final
 
+from harness.procs import Proc, ProcError, find_mosquitto, free_port
 from localjobs import pki
 
 HOST: Final = "127.0.0.1"
 READY_TIMEOUT_S: Final = 10.0
 EXIT_TIMEOUT_S: Final = 5.0
 PORT_ATTEMPTS: Final = 3
-CANDIDATES: Final = (
-    "/usr/sbin/mosquitto",
-    "/usr/local/sbin/mosquitto",
-    "/opt/homebrew/sbin/mosquitto",
-)
 
 
 class BrokerError(AssertionError):
     """mosquitto is missing, or did not start or stop as the test needs."""
 
 
-def find_mosquitto() -> str:
-    found = shutil.which("mosquitto") or next((c for c in CANDIDATES if Path(c).is_file()), None)
+def require_mosquitto() -> str:
+    """The mosquitto executable, or BrokerError saying how to install it."""
+    found = find_mosquitto()
     if found is None:
         raise BrokerError(
             "mosquitto is not installed: the MQTT tests need a real broker "
             "(Debian/Ubuntu: apt-get install mosquitto; macOS: brew install mosquitto)"
         )
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -96,19 +84,15 @@ class Mosquitto:
 
     def __init__(self, directory: Path, *, tls: bool = False) -> None:
         self.directory = directory
-        self.executable = find_mosquitto()
+        self.executable = require_mosquitto()
         directory.mkdir(parents=True, exist_ok=True)
         self.host = HOST
         self.port = free_port()
         self.pki: TestPki | None = TestPki(directory / "pki") if tls else None
         self.tls_port: int | None = free_port() if tls else None
         self.config = directory / "mosquitto.conf"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
-        self._cond = threading.Condition()
-        self._lines: list[str] = []
-        self._start_index = 0
-        self.starts = 0
+        self._proc = Proc("mosquitto-output", [self.executable, "-c", str(self.config)], directory)
+        self.starts = 0  # starts on the current ports (a port clash on the first resets it)
 
     def write_config(self) -> None:
         lines = [
@@ -156,20 +140,8 @@ class Mosquitto:
         if self.running:
             raise BrokerError("mosquitto is already running")
         self.write_config()
-        with self._cond:
-            self._start_index = len(self._lines)
-        self._proc = subprocess.Popen(
-            [self.executable, "-c", str(self.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        self._proc.start()
         self.starts += 1
-        assert self._proc.stderr is not None
-        self._reader = threading.Thread(
-            target=self._read_log, args=(self._proc.stderr,), daemon=True
-        )
-        self._reader.start()
         self.wait_for_log(" running", timeout_s)
         for port in (self.port, self.tls_port):
             if port is not None:
@@ -180,56 +152,28 @@ class Mosquitto:
                         f"mosquitto does not accept on {port}: {exc}\n{self.log_text(40)}"
                     ) from exc
 
-    def _read_log(self, stream: IO[bytes]) -> None:
-        for raw in iter(stream.readline, b""):
-            with self._cond:
-                self._lines.append(raw.decode("utf-8", "replace").rstrip())
-                self._cond.notify_all()
-        stream.close()
-        with self._cond:
-            self._cond.notify_all()
-
     def wait_for_log(self, text: str, timeout_s: float = READY_TIMEOUT_S) -> str:
         """The first line of the current run that contains ``text``."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                for line in self._lines[self._start_index :]:
-                    if text in line:
-                        return line
-                if not self.running:
-                    raise BrokerError(
-                        f"mosquitto exited before logging {text!r}\n{self.log_text(40)}"
-                    )
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BrokerError(
-                        f"mosquitto did not log {text!r} within {timeout_s} s\n{self.log_text(40)}"
-                    )
-                self._cond.wait(min(left, 0.5))
+        try:
+            return self._proc.wait_for(re.escape(text), timeout_s).string
+        except ProcError:
+            how = "exited before logging" if not self.running else "did not log"
+            raise BrokerError(
+                f"mosquitto {how} {text!r} within {timeout_s} s\n{self.log_text(40)}"
+            ) from None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc.running
 
     def stop(self, timeout_s: float = EXIT_TIMEOUT_S) -> None:
         """SIGTERM, then a bounded wait (SIGKILL and BrokerError if it does not exit)."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout_s)
+            self._proc.signal(signal.SIGTERM, timeout_s, must_exit=True)
+        except ProcError:
             raise BrokerError(
                 f"mosquitto ignored SIGTERM for {timeout_s} s\n{self.log_text(40)}"
             ) from None
-        finally:
-            if self._reader is not None:
-                self._reader.join(timeout_s)
 
     def restart(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Stop, then start again on the same ports."""
@@ -238,8 +182,8 @@ class Mosquitto:
 
     def log_text(self, last: int | None = None) -> str:
         """The log of every run so far (its ``last`` lines only, when given)."""
-        with self._cond:
-            return "\n".join(self._lines if last is None else self._lines[-last:])
+        lines = self._proc.lines()
+        return "\n".join(lines if last is None else lines[-last:])
 
     def __enter__(self) -> Mosquitto:
         self.start()
