@@ -7,8 +7,9 @@ import pytest
 from bootloader.formats.layout import Layout, load_board
 from bootloader.sim.flash import Flash
 from bootloader.sim.model.boot import boot
-from bootloader.sim.powercut import run_campaign, scenarios
-from bootloader.sim.testimages import make_pair
+from bootloader.sim.model.swap_move import SwapMove
+from bootloader.sim.powercut import CampaignResult, run_campaign, scenarios
+from bootloader.sim.testimages import make_pair, payload, sign
 from mcu import mcuboot as mb
 
 
@@ -75,7 +76,6 @@ def test_erased_primary_panics(tiny: Layout) -> None:
 
 
 def test_too_large_swap_is_refused(tiny: Layout) -> None:
-    from bootloader.sim.testimages import payload, sign
 
     v1 = sign(payload(500, "a"), "1.0.0", tiny)
     big = sign(payload(tiny.max_image_size() - 200, "b"), "2.0.0", tiny)
@@ -103,7 +103,6 @@ def campaigns(tiny: Layout, tiny_pair: tuple[bytes, bytes]) -> dict[str, object]
     ],
 )
 def test_power_cut_at_every_operation(campaigns: dict[str, object], name: str) -> None:
-    from bootloader.sim.powercut import CampaignResult
 
     r = campaigns[name]
     assert isinstance(r, CampaignResult)
@@ -113,7 +112,6 @@ def test_power_cut_at_every_operation(campaigns: dict[str, object], name: str) -
 
 def test_campaign_detects_a_broken_model(tiny_pair: tuple[bytes, bytes]) -> None:
     """The invariants are not vacuous: a model that forgets its status fails them."""
-    from bootloader.sim.model.swap_move import SwapMove
 
     original = SwapMove.write_status
     try:

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from bridge_stack import BridgeProcess, LocalJobs, Published, UpdateSpy, write_config
 from jobs_device import JobsDevice
 
 from bootloader.formats.layout import load_board
 from bootloader.sim.testimages import payload, sign
+from harness.bridge import BridgeProcess, LocalJobs, Published, UpdateSpy, write_config
 from harness.mosquitto import BrokerError, Mosquitto
 from harness.vmcu import Vmcu
+from host_bridge.jobs.client import BrokerConfig, JobsClient
 from host_bridge.smp.client import SmpClient
 from host_bridge.smp.link import SerialLink
 from localjobs.service import ServiceTls
@@ -418,7 +419,6 @@ def test_mutual_tls(tmp_path: Path, images: dict[str, bytes]) -> None:
 def test_jobs_client_reports_across_a_broker_restart(stack: Stack) -> None:
     """A report made while the broker is down waits for the reconnect, then goes through on
     the renewed subscriptions; the reconnect asks for the next job again ($next/get)."""
-    from host_bridge.jobs.client import BrokerConfig, JobsClient
 
     seen: list[str | None] = []
     client = JobsClient(

@@ -24,6 +24,12 @@ from typing import Any, Final, NoReturn
 
 import pytest
 
+from bootloader.sim import cli as boot_cli
+from bootloader.sim import vmcu
+from host_bridge import cli as bridge_cli
+from localjobs import cli as jobs_cli
+from tools import faultlink, mcu_bundle
+
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S: Final = 30.0  # a bound on a hang, not a wait: every row ends in well under 1 s
 EXIT_ERROR: Final = 2
@@ -548,43 +554,31 @@ def boom(*args: Any, **kwargs: Any) -> NoReturn:
 
 
 def _bridge(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    from host_bridge import cli
-
-    mp.setattr(cli, "cmd_reset", boom)
-    return cli.main(["reset", "--port", str(tmp / "no-such-tty")])
+    mp.setattr(bridge_cli, "cmd_reset", boom)
+    return bridge_cli.main(["reset", "--port", str(tmp / "no-such-tty")])
 
 
 def _jobs(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    from localjobs import cli
-
-    mp.setattr(cli, "cmd_list", boom)
-    return cli.main_jobs(["list", "--state-dir", str(tmp)])
+    mp.setattr(jobs_cli, "cmd_list", boom)
+    return jobs_cli.main_jobs(["list", "--state-dir", str(tmp)])
 
 
 def _boot(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    from bootloader.sim import cli
-
-    mp.setattr(cli, "cmd_boards", boom)
-    return cli.main(["boards"])
+    mp.setattr(boot_cli, "cmd_boards", boom)
+    return boot_cli.main(["boards"])
 
 
 def _vmcu(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    from bootloader.sim import vmcu
-
     mp.setattr(vmcu, "VirtualMcu", boom)
     return vmcu.main(["--board", "tiny", "--flash", str(tmp / "f.bin"), "--link", str(tmp / "l")])
 
 
 def _faultlink(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    from tools import faultlink
-
     mp.setattr(faultlink, "FaultLink", boom)
     return faultlink.main(["--upstream", str(tmp / "u"), "--link", str(tmp / "l")])
 
 
 def _bundle(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    from tools import mcu_bundle
-
     mp.setattr(mcu_bundle, "build", boom)
     return mcu_bundle.main(["--out", str(tmp / "out")])
 

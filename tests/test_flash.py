@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bootloader.formats.layout import Partition
 from bootloader.sim.flash import Flash, FlashError, PowerCut
 
 
@@ -82,7 +83,6 @@ def test_file_backed_flash_persists_and_checks_size(tmp_path: Path) -> None:
 
 
 def test_area_offsets_are_relative_and_bounded() -> None:
-    from bootloader.formats.layout import Partition
 
     f = small()
     a = f.area(Partition("slot", 1024, 2048))

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bootloader.formats.layout import load_board
 from bootloader.sim.cli import main
+from bootloader.sim.testimages import keygen, payload, sign
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -79,8 +81,6 @@ def test_power_cut_at_every_op_then_boot_matches_clean_run(
 def test_inspect_and_signature_required_boot(
     capsys: pytest.CaptureFixture[str], files: dict[str, str], tmp_path: Path
 ) -> None:
-    from bootloader.formats.layout import load_board
-    from bootloader.sim.testimages import keygen, payload, sign
 
     key = tmp_path / "k.pem"
     keygen(key, "ecdsa-p256")

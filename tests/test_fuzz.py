@@ -105,7 +105,7 @@ from host_bridge.jobs.documents import (
     parse_document_text,
 )
 from host_bridge.smp.client import SlotState, SmpClient, check_reply
-from host_bridge.smp.upload import _next_reply
+from host_bridge.smp.upload import _next_reply, upload
 from host_bridge.smp.window import UploadState as _State
 from host_bridge.urls import url_problem
 from localjobs import model as jobs_model
@@ -825,8 +825,6 @@ SHAPES: Final = {  # (command, a reply of the wrong shape)
 @pytest.mark.parametrize("case", sorted(SHAPES))
 def test_smp_client_reply_shapes(case: str) -> None:
     """A reply map of the wrong shape should be a BridgeError, not a crash of the caller."""
-    from fota_common.errors import BridgeError
-    from host_bridge.smp.upload import upload
 
     command, body = SHAPES[case]
     client = SmpClient(AnsweringLink(body), timeout_s=0.1, retries=0)  # type: ignore[arg-type]
@@ -846,7 +844,6 @@ def test_smp_client_reply_shapes(case: str) -> None:
 @pytest.mark.parametrize("body", [{"off": 5}, {"off": 0}, {}], ids=["off-5", "off-0", "no-off"])
 def test_upload_gives_up_on_a_device_stuck_at_one_offset(body: dict[str, Any]) -> None:
     """A device that answers every chunk with the same offset must not keep the upload going."""
-    from host_bridge.smp.upload import upload
 
     link = AnsweringLink(body, budget=2000)
     client = SmpClient(link, timeout_s=0.05, retries=0)  # type: ignore[arg-type]
@@ -861,7 +858,6 @@ def test_upload_gives_up_on_a_device_stuck_at_one_offset(body: dict[str, Any]) -
 
 def test_upload_refuses_an_offset_past_the_image() -> None:
     """A device claiming more bytes than the image has is a malformed reply, not a finish."""
-    from host_bridge.smp.upload import upload
 
     client = SmpClient(AnsweringLink({"off": 10**6}), timeout_s=0.05, retries=0)  # type: ignore[arg-type]
     try:

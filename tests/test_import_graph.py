@@ -20,7 +20,8 @@ and any lower layer, never a sibling room of the same layer or anything above:
     9  host_bridge.reporting     Jobs status reports
    10  host_bridge.pipeline      one job from document to outcome
    11  host_bridge.daemon        the daemon's lifecycle
-   12  host_bridge.cli           ``fota-bridge``
+   12  host_bridge.commands      the ``fota-bridge`` commands
+   13  host_bridge.cli           ``fota-bridge``: parser and entry point
    19  harness                   processes, ports, ptys, mosquitto, virtual MCUs
    20  reliability, tools, bench what runs on the harness
 
@@ -62,7 +63,8 @@ LAYERS: Final[dict[str, float]] = {
     "host_bridge.reporting": 9,
     "host_bridge.pipeline": 10,
     "host_bridge.daemon": 11,
-    "host_bridge.cli": 12,
+    "host_bridge.commands": 12,
+    "host_bridge.cli": 13,
     "harness": 19,
     "reliability": 20,
     "tools": 20,

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from bridge_stack import BridgeProcess
 
 from bootloader.formats.layout import load_board
 from bootloader.sim.testimages import payload, sign
 from fota_common.cli import EXIT_ERROR, EXIT_OK
+from harness.bridge import BridgeProcess
 from harness.mosquitto import BrokerError, Mosquitto
 from harness.procs import REPO_ROOT, free_port
 from harness.vmcu import Vmcu

@@ -40,6 +40,13 @@ from bootloader.sim.flash import Flash
 from bootloader.sim.model.boot import boot
 from bootloader.sim.testimages import payload, sign
 from fota_common.cli import EXIT_ERROR, EXIT_OK
+from host_bridge import cli, commands
+from host_bridge.config import BridgeConfig, DeviceConfig
+from host_bridge.daemon import Bridge
+from host_bridge.image.download import DownloadError
+from host_bridge.jobs.client import BrokerConfig
+from host_bridge.jobs.documents import parse_document
+from host_bridge.store import InFlight
 from mcu import fota
 from mcu import mcuboot as mb
 from mcu import smp_frame as sf
@@ -353,7 +360,6 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 def test_bridge_sign_and_upload_take_the_largest_image_and_refuse_one_byte_more(
     case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from host_bridge import cli
 
     lay = case.layout
     raw = tmp_path / "app.bin"
@@ -379,7 +385,7 @@ def test_bridge_sign_and_upload_take_the_largest_image_and_refuse_one_byte_more(
             ["upload", "--port", "socket://127.0.0.1:9", "--board", str(case.toml), str(path)]
         )
 
-    assert len(cli._image(upload_args(at), None).data) == case.limit
+    assert len(commands._image(upload_args(at), None).data) == case.limit
     # The refusal comes before any device is contacted (nothing listens on that port).
     code = cli.main(
         ["upload", "--port", "socket://127.0.0.1:9", "--board", str(case.toml), str(over)]
@@ -392,7 +398,6 @@ def test_bridge_sign_and_upload_take_the_largest_image_and_refuse_one_byte_more(
 
 @by_case()
 def test_bridge_without_a_board_uses_the_receivers_limit(case: Case) -> None:
-    from host_bridge import cli
 
     rx = Receiver(case, new_flash(case))
 
@@ -401,7 +406,7 @@ def test_bridge_without_a_board_uses_the_receivers_limit(case: Case) -> None:
             return rx.slot_info()
 
     args = cli.build_parser().parse_args(["upload", "--port", "x", "image.img"])
-    _, limit = cli._signing_params(args, Client())
+    _, limit = commands._signing_params(args, Client())
     assert limit == case.limit
 
 
@@ -434,12 +439,6 @@ class Jobs:
 def test_the_daemon_takes_the_largest_image_and_refuses_one_byte_more(
     case: Case, tmp_path: Path
 ) -> None:
-    from host_bridge.config import BridgeConfig, DeviceConfig
-    from host_bridge.daemon import Bridge
-    from host_bridge.image.download import DownloadError
-    from host_bridge.jobs.client import BrokerConfig
-    from host_bridge.jobs.documents import parse_document
-    from host_bridge.store import InFlight
 
     def reached(device: DeviceConfig) -> Any:
         raise DeviceReached()

@@ -25,6 +25,7 @@ import cbor2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mpy import run_micropython
 from pydantic import ValidationError
 from smp import header as smphdr
 from smp import message as smpmsg
@@ -567,7 +568,6 @@ print(binascii.hexlify(port.out).decode(), len(resets))
 
 
 def test_micropython_gives_the_same_replies(tiny: Layout, images: Images) -> None:
-    from mpy import run_micropython  # runs the mcu package under MicroPython (WASI)
 
     v2 = images.v2
     requests: list[Any] = [

@@ -44,6 +44,7 @@ from host_bridge.image.download import Downloader
 from host_bridge.image.prepare import load_trusted_keys, prepare
 from host_bridge.jobs.client import BrokerConfig
 from host_bridge.jobs.documents import DocumentError, FirmwareJob, parse_document
+from host_bridge.smp.client import SmpClient
 from host_bridge.store import InFlight, Store
 from localjobs import pki as local_pki
 from localjobs.store import JobStore
@@ -313,7 +314,6 @@ def daemon_rig(
     links: list[RecordingLink] = []
 
     def client_for(device: DeviceConfig) -> Any:
-        from host_bridge.smp.client import SmpClient
 
         links.append(RecordingLink())
         return SmpClient(links[-1], timeout_s=0.05, retries=0)  # type: ignore[arg-type]

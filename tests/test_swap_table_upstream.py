@@ -16,7 +16,7 @@ from typing import Final
 
 import pytest
 
-from bootloader.formats.layout import Layout
+from bootloader.formats.layout import Layout, load_board
 from bootloader.sim.flash import Flash, PowerCut
 from bootloader.sim.model.boot import boot
 from bootloader.sim.testimages import make_pair
@@ -314,7 +314,6 @@ def test_a_stuck_revert_is_cleared_in_the_same_boot(
 def test_overwrite_only_invalid_image_is_none_and_the_primary_is_untouched() -> None:
     """Overwrite-only: the same NONE; no image_ok is written (swap_set_image_ok is compiled
     out of MCUBOOT_OVERWRITE_ONLY builds)."""
-    from bootloader.formats.layout import load_board
 
     lay = load_board("tiny-overwrite")
     v1, v2 = make_pair(lay)
