@@ -67,5 +67,5 @@ demo: setup
     "{{py}}" -m tools.demo
 
 # Reliability campaigns (faulty line, power loss, crashes, infrastructure faults); writes RELIABILITY.md.
-reliability: setup
-    "{{py}}" -m reliability
+reliability *ARGS: setup
+    "{{py}}" -m reliability {{ARGS}}
