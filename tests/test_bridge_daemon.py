@@ -1,5 +1,6 @@
 """The daemon's job bookkeeping against a fake Jobs client: what it reports, when, and what it
-does with the service's refusals.  (The real thing, end to end: test_bridge_e2e.py.)"""
+does with the service's refusals.  (The real thing, end to end: test_bridge_e2e_jobs.py and
+test_bridge_e2e_interruptions.py.)"""
 
 from __future__ import annotations
 

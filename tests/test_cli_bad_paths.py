@@ -7,91 +7,39 @@ even root cannot use are built from a regular file (``FILE/x``: "Not a directory
 directory where a file belongs, ``/dev/null`` where a seekable file belongs, and files with
 the wrong contents.  Nothing here reaches a broker or a device: ``run`` fails at its state
 directory or its TLS files before it connects, and ports are paths that do not exist.
-
-Also: ``--help`` of every command and subcommand exits 0 quietly, and an unexpected
-exception inside any command is one "internal error" line, exit 2.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Final
 
 import pytest
-
-from bootloader.sim import cli as boot_cli
-from bootloader.sim import vmcu
-from host_bridge import cli as bridge_cli
-from localjobs import cli as jobs_cli
-from tools import faultlink, mcu_bundle
-
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
-RUN_TIMEOUT_S: Final = 30.0  # a bound on a hang, not a wait: every row ends in well under 1 s
-EXIT_ERROR: Final = 2
-
-BRIDGE: Final = ("-m", "host_bridge.cli")
-JOBS: Final = ("-m", "localjobs.cli")
-BOOT: Final = ("-m", "bootloader.sim.cli")
-VMCU: Final = ("-m", "bootloader.sim.vmcu")
-FAULTLINK: Final = ("-m", "tools.faultlink")
-BUNDLE: Final = ("-m", "tools.mcu_bundle")
-RELIABILITY: Final = ("-m", "reliability")
-OVERLAY: Final = ("-m", "bootloader.overlay")
-
-NO_TTY: Final = "{d}/no-such-tty"  # a serial port that does not exist
-PORT: Final = ("--port", NO_TTY, "--timeout", "0.2")
-SERVE: Final = (*BRIDGE, "jobs", "serve", "--broker", "127.0.0.1:1", "--http-port", "0")
-UPLOAD_RAW: Final = (*BRIDGE, "upload", "{d}/file", "--version", "1.0.0", "--board", "tiny")
-CREATE: Final = (*BRIDGE, "jobs", "create", "--thing", "t")
-VM: Final = (*VMCU, "--board", "tiny", "--flash", "{d}/f.bin", "--link", "{d}/tty")
-
-
-def bridge_toml(
-    state_dir: str, broker: str = "insecure_plaintext = true", extra: str = ""
-) -> Callable[[Path], None]:
-    """A setup step writing ``{d}/bridge.toml``: a broker nobody listens on, one device."""
-
-    def write(d: Path) -> None:
-        (d / "bridge.toml").write_text(
-            f'state_dir = "{state_dir.format(d=d)}"\n'
-            f'[broker]\nhost = "127.0.0.1"\nport = 1\n{broker.format(d=d)}\n'
-            f'[[device]]\nthing = "sensor-01"\nport = "{NO_TTY.format(d=d)}"\n'
-            f"{extra.format(d=d)}\n"
-        )
-
-    return write
-
-
-def state_db_is_a_directory(d: Path) -> None:
-    (d / "state" / "bridge.sqlite").mkdir(parents=True)
-
-
-def state_db_is_garbage(d: Path) -> None:
-    (d / "state").mkdir()
-    (d / "state" / "bridge.sqlite").write_text("not a database\n")
-
-
-def both(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
-    def run(d: Path) -> None:
-        for step in steps:
-            step(d)
-
-    return run
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-    argv: tuple[str, ...]  # after the interpreter; "{d}" is the scratch directory
-    names: tuple[str, ...]  # what the error line must quote ("{d}" substituted)
-    code: int = EXIT_ERROR
-    setup: Callable[[Path], None] | None = None
-
+from cli_kit import (
+    BOOT,
+    BRIDGE,
+    BUNDLE,
+    CREATE,
+    FAULTLINK,
+    JOBS,
+    NO_TTY,
+    OVERLAY,
+    PORT,
+    RELIABILITY,
+    REPO_ROOT,
+    SERVE,
+    UPLOAD_RAW,
+    VM,
+    VMCU,
+    Row,
+    both,
+    bridge_toml,
+    run,
+    state_db_is_a_directory,
+    state_db_is_garbage,
+)
 
 ROWS: Final = [
     # -- fota-bridge run: the state directory, its database, the TLS and key files --------------
@@ -459,20 +407,6 @@ def scratch(tmp_path: Path, tiny_pair: tuple[bytes, bytes]) -> Path:
     return tmp_path
 
 
-def run(argv: tuple[str, ...], cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, XDG_STATE_HOME=str(home), PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [sys.executable, *argv],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
 def test_bad_input_is_one_line_and_an_exit_code(row: Row, scratch: Path, pty_path: str) -> None:
     if row.setup is not None:
@@ -486,129 +420,3 @@ def test_bad_input_is_one_line_and_an_exit_code(row: Row, scratch: Path, pty_pat
     assert len(lines) == 1 and lines[0].strip(), seen
     for name in row.names:
         assert name.format(d=scratch) in lines[0], seen
-
-
-# -- --help ------------------------------------------------------------------------------------
-HELP: Final = (
-    [
-        (*BRIDGE, *sub)
-        for sub in (
-            (),
-            ("keys",),
-            ("keys", "new"),
-            ("sign",),
-            ("upload",),
-            ("update",),
-            ("run",),
-            ("state",),
-            ("reset",),
-            ("confirm",),
-            ("jobs",),
-            ("jobs", "serve"),
-            ("jobs", "create"),
-            ("jobs", "list"),
-            ("jobs", "describe"),
-            ("jobs", "cancel"),
-        )
-    ]
-    + [
-        (*BOOT, *sub)
-        for sub in (
-            (),
-            ("boards",),
-            ("inspect",),
-            ("load",),
-            ("pending",),
-            ("confirm",),
-            ("state",),
-            ("boot",),
-            ("dump",),
-        )
-    ]
-    + [
-        (*JOBS, "serve"),
-        VMCU,
-        FAULTLINK,
-        BUNDLE,
-        RELIABILITY,
-        OVERLAY,
-        ("-m", "bootloader.sim.powercut"),
-    ]
-)
-
-
-@pytest.mark.parametrize("argv", HELP, ids=[" ".join(a[1:]) for a in HELP])
-def test_help_exits_0_quietly(argv: tuple[str, ...], tmp_path: Path) -> None:
-    proc = run((*argv, "--help"), REPO_ROOT, tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("usage: ") and proc.stderr == ""
-
-
-# -- the safety net: an unexpected exception is one line, exit 2 ---------------------------------
-class Boom(RuntimeError):
-    pass
-
-
-def boom(*args: Any, **kwargs: Any) -> NoReturn:
-    raise Boom("kaboom")
-
-
-def _bridge(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    mp.setattr(bridge_cli, "cmd_reset", boom)
-    return bridge_cli.main(["reset", "--port", str(tmp / "no-such-tty")])
-
-
-def _jobs(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    mp.setattr(jobs_cli, "cmd_list", boom)
-    return jobs_cli.main_jobs(["list", "--state-dir", str(tmp)])
-
-
-def _boot(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    mp.setattr(boot_cli, "cmd_boards", boom)
-    return boot_cli.main(["boards"])
-
-
-def _vmcu(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    mp.setattr(vmcu, "VirtualMcu", boom)
-    return vmcu.main(["--board", "tiny", "--flash", str(tmp / "f.bin"), "--link", str(tmp / "l")])
-
-
-def _faultlink(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    mp.setattr(faultlink, "FaultLink", boom)
-    return faultlink.main(["--upstream", str(tmp / "u"), "--link", str(tmp / "l")])
-
-
-def _bundle(mp: pytest.MonkeyPatch, tmp: Path) -> int:
-    mp.setattr(mcu_bundle, "build", boom)
-    return mcu_bundle.main(["--out", str(tmp / "out")])
-
-
-@pytest.mark.parametrize(
-    ("prog", "call"),
-    [
-        ("fota-bridge", _bridge),
-        ("fota-bridge jobs", _jobs),
-        ("fota-boot", _boot),
-        ("fota-vmcu", _vmcu),
-        ("faultlink", _faultlink),
-        ("mcu-bundle", _bundle),
-    ],
-)
-def test_an_unexpected_exception_is_one_internal_error_line(
-    prog: str,
-    call: Callable[[pytest.MonkeyPatch, Path], int],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    code = call(monkeypatch, tmp_path)
-    err = capsys.readouterr().err
-    assert code == EXIT_ERROR
-    assert err == f"{prog}: internal error: Boom: kaboom (please report)\n"
-
-
-def test_usage_errors_name_the_program_and_the_help(tmp_path: Path) -> None:
-    proc = run((*BRIDGE, "state", "--port", "x", "--baud", "fast"), REPO_ROOT, tmp_path)
-    assert proc.returncode == EXIT_ERROR
-    assert proc.stderr.startswith("fota-bridge state: error: ")
-    assert proc.stderr.rstrip().endswith("--help)")
